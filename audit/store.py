@@ -1,0 +1,409 @@
+"""The audit store: opening the database, appending entries durably, reading them back.
+
+SQLite (aiosqlite, the default) and PostgreSQL (asyncpg) through SQLAlchemy's asyncio API.
+
+Appends are serialized twice over: inside one process a single writer task takes every
+pending append in turn and writes whatever has queued up meanwhile in one transaction
+(group commit); across processes each transaction locks the chain head first (SQLite:
+``BEGIN IMMEDIATE``; PostgreSQL: ``SELECT … FOR UPDATE`` on the one-row ``audit_head``).
+``append`` returns only after its transaction has committed: SQLite runs in WAL mode with
+``synchronous=FULL``, PostgreSQL with its default synchronous commit, so a returned entry
+survives a crash of the process or the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine.url import URL
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from audit.canonical import encode_text, canonical_json, chain_hash, entry_object, format_ts
+from audit.errors import AuditError, StoreUnavailable
+from audit.schema import ROW_COLUMNS, audit_head, audit_log
+
+Row = tuple[Any, ...]  # in the order of audit.schema.ROW_FIELDS
+MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+STREAM_BATCH = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    seq: int
+    ts: str
+    actor: str
+    action: str
+    target: str | None
+    params: dict[str, Any]
+    decision: str
+    outcome: str | None
+    request_id: str | None
+    prev_hash: str
+    entry_hash: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> AuditEntry:
+        seq, ts, actor, action, target, params, decision, outcome, request_id, prev, entry_hash = row
+        return cls(seq, ts, actor, action, target, json.loads(params), decision, outcome, request_id, prev, entry_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    chain_id: str
+    seq: int
+    entry_hash: str
+
+    @property
+    def origin(self) -> str:
+        return f"wingman-audit/{self.chain_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    actor: str
+    action: str
+    target: str | None
+    params_json: str
+    decision: str
+    outcome: str | None
+    request_id: str | None
+
+
+def normalize_url(url: str) -> URL:
+    """The URL with its async driver; anything but SQLite or PostgreSQL is refused."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreUnavailable(
+            f"database URL {url!r} cannot be parsed: use sqlite+aiosqlite:///path/to/wingman.db "
+            "or postgresql+asyncpg://user:password@host/dbname"
+        ) from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "sqlite" and driver in ("", "aiosqlite"):
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres") and driver in ("", "asyncpg"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise StoreUnavailable(
+        f"database URL scheme {parsed.drivername!r} is not supported: use sqlite+aiosqlite:///path "
+        "or postgresql+asyncpg://user:password@host/dbname"
+    )
+
+
+def describe(url: URL) -> str:
+    """The URL as it may be shown to a person (no password)."""
+    return url.render_as_string(hide_password=True)
+
+
+def sqlite_path(url: URL) -> Path | None:
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _make_engine(url: URL, *, writer: bool) -> AsyncEngine:
+    if url.get_backend_name() == "postgresql":
+        # Readers see one snapshot for a whole verification, whatever is appended meanwhile.
+        isolation = "READ COMMITTED" if writer else "REPEATABLE READ"
+        return create_async_engine(url, isolation_level=isolation, pool_size=2, max_overflow=4)
+
+    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        # Let SQLAlchemy's begin event below open transactions, not the sqlite3 module.
+        dbapi_connection.isolation_level = None
+        if not writer:
+            # Text that is not UTF-8 (a byte flipped on disk) must reach verification as a
+            # broken entry, not stop the read with a decoding error.
+            record.driver_connection.text_factory = _lenient_text
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        if writer:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # The writer takes the lock before it reads the head; a reader's BEGIN keeps one
+        # snapshot for as long as it streams.
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+def _unavailable(url: URL, exc: BaseException) -> StoreUnavailable:
+    reason = getattr(exc, "orig", None) or exc
+    text = " ".join(str(reason).split()) or type(reason).__name__
+    return StoreUnavailable(f"{describe(url)}: {text}")
+
+
+class AuditStore:
+    """The hash-chained ``audit_log`` of one database."""
+
+    def __init__(self, url: URL, *, clock: Callable[[], datetime] | None = None, max_batch: int = 512) -> None:
+        self.url = url
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._max_batch = max_batch
+        self._writer_engine = _make_engine(url, writer=True)
+        self._reader_engine = _make_engine(url, writer=False)
+        self._queue: asyncio.Queue[tuple[_Pending, asyncio.Future[AuditEntry]]] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- opening and closing -------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls, url: str | URL, *, migrate: bool = True, clock: Callable[[], datetime] | None = None
+    ) -> AuditStore:
+        """Open the store; with ``migrate`` create or upgrade the schema, else require it.
+
+        Without ``migrate`` nothing is written: a missing SQLite file is an error, not created.
+        """
+        parsed = normalize_url(url) if isinstance(url, str) else url
+        path = sqlite_path(parsed)
+        if path is not None:
+            if migrate:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreUnavailable(f"{path.parent}: cannot create the data directory: {exc.strerror}") from None
+            elif not path.is_file():
+                raise StoreUnavailable(f"{path}: no such database file")
+        store = cls(parsed, clock=clock)
+        try:
+            if migrate:
+                await store._migrate()
+            await store.head()
+        except AuditError:
+            await store.close()
+            raise
+        except (SQLAlchemyError, OSError) as exc:
+            await store.close()
+            raise _unavailable(parsed, exc) from None
+        return store
+
+    async def _migrate(self) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+
+        def upgrade(connection: Connection) -> None:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+        async with self._writer_engine.begin() as conn:
+            await conn.run_sync(upgrade)
+
+    async def close(self) -> None:
+        """Write what is queued, then release the database."""
+        self._closed = True
+        if self._writer_task is not None:
+            await self._queue.join()
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+            self._writer_task = None
+        await self._writer_engine.dispose()
+        await self._reader_engine.dispose()
+
+    # -- appending -------------------------------------------------------------------------
+
+    async def append(
+        self,
+        *,
+        actor: str,
+        action: str,
+        decision: str,
+        target: str | None = None,
+        params: dict[str, Any] | None = None,
+        outcome: str | None = None,
+        request_id: str | None = None,
+    ) -> AuditEntry:
+        """Append one entry; returns once it is durable. Raises ``AuditError`` on bad values."""
+        if self._closed:
+            raise StoreUnavailable("the audit store is closed")
+        for name, value, optional in (
+            ("actor", actor, False),
+            ("action", action, False),
+            ("decision", decision, False),
+            ("target", target, True),
+            ("outcome", outcome, True),
+            ("request_id", request_id, True),
+        ):
+            if value is None and optional:
+                continue
+            if not isinstance(value, str):
+                raise AuditError(f"audit field {name} must be text, not {type(value).__name__}")
+            if "\x00" in value:
+                # PostgreSQL text cannot hold NUL; refuse it on every backend alike.
+                raise AuditError(f"audit field {name} contains a NUL character; escape it before auditing")
+            encode_text(value)  # refuses what has no canonical form
+        if params is not None and not isinstance(params, dict):
+            raise AuditError(f"audit params must be an object, not {type(params).__name__}")
+        pending = _Pending(actor, action, target, canonical_json(params or {}), decision, outcome, request_id)
+        future: asyncio.Future[AuditEntry] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((pending, future))
+        if self._writer_task is None:
+            self._writer_task = asyncio.create_task(self._write_loop(), name="audit-writer")
+        # A caller that is cancelled while waiting does not take its entry back.
+        return await asyncio.shield(future)
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                entries = await self._write_batch([pending for pending, _ in batch])
+            except AuditError as exc:
+                failure: BaseException | None = exc
+            except (SQLAlchemyError, OSError) as exc:
+                failure = _unavailable(self.url, exc)
+            else:
+                failure = None
+            for index, (_, future) in enumerate(batch):
+                if not future.done():
+                    if failure is None:
+                        future.set_result(entries[index])
+                    else:
+                        future.set_exception(failure)
+                self._queue.task_done()
+
+    async def _write_batch(self, batch: list[_Pending]) -> list[AuditEntry]:
+        async with self._writer_engine.begin() as conn:
+            head = (
+                await conn.execute(
+                    select(audit_head.c.seq, audit_head.c.entry_hash).where(audit_head.c.id == 1).with_for_update()
+                )
+            ).one_or_none()
+            if head is None:
+                raise StoreUnavailable(f"{describe(self.url)}: the audit_head row is missing")
+            seq, prev = head
+            ts = format_ts(self._clock())
+            rows: list[dict[str, Any]] = []
+            entries: list[AuditEntry] = []
+            for p in batch:
+                seq += 1
+                text = entry_object(
+                    ts=ts,
+                    actor=p.actor,
+                    action=p.action,
+                    target=p.target,
+                    params_json=p.params_json,
+                    decision=p.decision,
+                    outcome=p.outcome,
+                    request_id=p.request_id,
+                )
+                entry_hash = chain_hash(seq, prev, text)
+                row = (seq, ts, p.actor, p.action, p.target, p.params_json, p.decision, p.outcome, p.request_id, prev, entry_hash)
+                rows.append({column.name: value for column, value in zip(ROW_COLUMNS, row)})
+                entries.append(AuditEntry.from_row(row))
+                prev = entry_hash
+            await conn.execute(insert(audit_log), rows)
+            await conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, entry_hash=prev))
+        return entries
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def head(self) -> Head:
+        try:
+            async with self._reader_engine.connect() as conn:
+                return await self._read_head(conn)
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable(self.url, exc) from None
+
+    async def _read_head(self, conn: AsyncConnection) -> Head:
+        try:
+            row = (await conn.execute(select(audit_head.c.chain_id, audit_head.c.seq, audit_head.c.entry_hash))).first()
+        except SQLAlchemyError as exc:
+            if "no such table" in str(exc) or "does not exist" in str(exc):
+                raise StoreUnavailable(
+                    f"{describe(self.url)}: no audit tables here (not a Wingman database, or never started)"
+                ) from None
+            raise
+        if row is None:
+            raise StoreUnavailable(f"{describe(self.url)}: the audit_head row is missing")
+        return Head(*row)
+
+    async def tail(self, n: int) -> list[AuditEntry]:
+        query = select(*ROW_COLUMNS).order_by(audit_log.c.seq.desc()).limit(max(n, 0))
+        try:
+            async with self._reader_engine.connect() as conn:
+                rows = (await conn.execute(query)).all()
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable(self.url, exc) from None
+        return [AuditEntry.from_row(tuple(row)) for row in reversed(rows)]
+
+    @contextlib.asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Snapshot]:
+        """A consistent read view: the head and the rows as of one moment."""
+        try:
+            async with self._reader_engine.connect() as conn:
+                async with conn.begin():
+                    yield Snapshot(self, conn, await self._read_head(conn))
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable(self.url, exc) from None
+
+    async def count(self) -> int:
+        async with self._reader_engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(audit_log))).scalar_one())
+
+    async def delete_through(self, last_seq: int) -> int:
+        """Remove entries up to ``last_seq`` (retention, after a verified export)."""
+        async with self._writer_engine.begin() as conn:
+            result = await conn.execute(delete(audit_log).where(audit_log.c.seq <= last_seq))
+        return int(result.rowcount or 0)
+
+
+class Snapshot:
+    """Rows of one read transaction; see :meth:`AuditStore.snapshot`."""
+
+    def __init__(self, store: AuditStore, conn: AsyncConnection, head: Head) -> None:
+        self.store = store
+        self.head = head
+        self._conn = conn
+
+    async def batches(
+        self, *, after_seq: int = 0, through_seq: int | None = None, batch: int = STREAM_BATCH
+    ) -> AsyncIterator[list[Row]]:
+        """Rows in ``seq`` order, a batch at a time, in constant memory."""
+        query = select(*ROW_COLUMNS).where(audit_log.c.seq > after_seq)
+        if through_seq is not None:
+            query = query.where(audit_log.c.seq <= through_seq)
+        query = query.order_by(audit_log.c.seq).execution_options(yield_per=batch)
+        result = await self._conn.stream(query)
+        try:
+            async for partition in result.partitions(batch):
+                yield [tuple(row) for row in partition]
+        finally:
+            await result.close()
+
+    async def rows_before(self, cutoff_ts: str) -> int | None:
+        """The newest seq of the unbroken prefix of entries older than ``cutoff_ts``."""
+        first_newer = (
+            await self._conn.execute(select(func.min(audit_log.c.seq)).where(audit_log.c.ts >= cutoff_ts))
+        ).scalar_one()
+        query = select(func.max(audit_log.c.seq)).where(audit_log.c.ts < cutoff_ts)
+        if first_newer is not None:
+            query = query.where(audit_log.c.seq < first_newer)
+        value = (await self._conn.execute(query)).scalar_one()
+        return None if value is None else int(value)

@@ -1,0 +1,1 @@
+"""APScheduler wiring and the scheduled audit jobs (arrives with issue 6)."""

@@ -1,0 +1,208 @@
+"""The ``wingman`` command: parses arguments, reads settings, turns errors into one line.
+
+Exit codes: 0 success; 1 a verification found the chain broken; 2 usage, settings or
+anything else that stopped the command from doing its work. No traceback reaches the
+terminal, whatever the input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from audit import (
+    AuditError,
+    AuditStore,
+    export_older_than,
+    generate_key_pair,
+    load_public_key,
+    verify_chain,
+    write_checkpoint,
+)
+from audit.signing import SigningKey, load_or_create_signing_key
+from wingman.settings import ExecutorSettings, SettingsError, load_settings
+
+EXIT_OK, EXIT_BROKEN, EXIT_ERROR = 0, 1, 2
+
+
+class CommandError(Exception):
+    """A reason to stop with exit status 2; ``str()`` is shown as it is."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _executor_settings(args: argparse.Namespace) -> ExecutorSettings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "db", None):
+        overrides["db_url"] = args.db
+    if getattr(args, "exports", None):
+        overrides["audit_export_path"] = args.exports
+    return load_settings(ExecutorSettings, **overrides)
+
+
+def _trusted_audit_keys(settings: ExecutorSettings, extra: Sequence[Path]) -> dict[str, Any]:
+    """Public audit keys by id: the configured audit key (or its .pub) and any ``--key``."""
+    trusted: dict[str, Any] = {}
+    configured = settings.audit_key_path
+    for candidate in (configured, configured.with_suffix(".pub")):
+        if candidate.is_file():
+            trusted[candidate.stem] = load_public_key(candidate)
+            break
+    for path in extra:
+        trusted[path.stem] = load_public_key(path)
+    return trusted
+
+
+def _audit_key(settings: ExecutorSettings) -> SigningKey:
+    return load_or_create_signing_key(settings.audit_key_path)
+
+
+async def _audit_verify(args: argparse.Namespace) -> int:
+    settings = _executor_settings(args)
+    trusted = _trusted_audit_keys(settings, args.key)
+    store = await AuditStore.open(settings.database_url, migrate=False)
+    try:
+        report = await verify_chain(store, settings.export_path, trusted)
+    finally:
+        await store.close()
+    print(report.summary())
+    for note in report.notes:
+        print(f"note: {note}")
+    return EXIT_OK if report.ok else EXIT_BROKEN
+
+
+async def _audit_checkpoint(args: argparse.Namespace) -> int:
+    settings = _executor_settings(args)
+    key = _audit_key(settings)
+    store = await AuditStore.open(settings.database_url)
+    try:
+        checkpoint = write_checkpoint(await store.head(), settings.export_path, key, _now())
+    finally:
+        await store.close()
+    print(f"checkpoint at seq {checkpoint.seq} ({checkpoint.entry_hash[:16]}…) written to {checkpoint.path}")
+    return EXIT_OK
+
+
+async def _audit_export(args: argparse.Namespace) -> int:
+    settings = _executor_settings(args)
+    days = args.days if args.days is not None else settings.retention_audit_days
+    key = _audit_key(settings)
+    trusted = _trusted_audit_keys(settings, [])
+    now = _now()
+    store = await AuditStore.open(settings.database_url)
+    try:
+        result = await export_older_than(
+            store, settings.export_path, key, now - timedelta(days=days), now, trusted, dry_run=args.dry_run
+        )
+        if result.exported and not result.dry_run:
+            await store.append(
+                actor="system",
+                action="audit.export",
+                decision="done",
+                params={"first_seq": result.first_seq, "last_seq": result.last_seq, "days": days},
+                outcome=f"exported {result.exported}, removed {result.removed}",
+            )
+    finally:
+        await store.close()
+    if not result.exported:
+        print(f"nothing older than {days} days to export")
+    elif result.dry_run:
+        print(f"dry run: would export {result.exported} entries (seq {result.first_seq}..{result.last_seq})")
+    else:
+        print(
+            f"exported {result.exported} entries (seq {result.first_seq}..{result.last_seq}) "
+            f"with manifest {result.manifest}; removed {result.removed} from the database"
+        )
+    return EXIT_OK
+
+
+async def _audit_tail(args: argparse.Namespace) -> int:
+    settings = _executor_settings(args)
+    store = await AuditStore.open(settings.database_url, migrate=False)
+    try:
+        entries = await store.tail(args.n)
+    finally:
+        await store.close()
+    for entry in entries:
+        target = f" {entry.target}" if entry.target else ""
+        outcome = f" -> {entry.outcome}" if entry.outcome else ""
+        print(f"{entry.seq:>8} {entry.ts} {entry.actor} {entry.action}{target} [{entry.decision}]{outcome}")
+    if not entries:
+        print("the audit log holds no entries")
+    return EXIT_OK
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    key_path, pub_path = generate_key_pair(args.out, args.kid)
+    print(f"key id: {args.kid}")
+    print(f"private key: {key_path}")
+    print(f"public key: {pub_path}")
+    return EXIT_OK
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wingman", description="Chat-ops gateway for Docker and Proxmox.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    audit = commands.add_parser("audit", help="verify, export, checkpoint and read the audit chain")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+
+    def audit_parser(name: str, help_text: str, handler: Callable[..., Coroutine[Any, Any, int]]) -> argparse.ArgumentParser:
+        sub = audit_commands.add_parser(name, help=help_text)
+        sub.add_argument("--db", metavar="URL", help="database URL (default: WINGMAN_DB_URL)")
+        sub.add_argument("--exports", metavar="DIR", type=Path, help="export directory (default: WINGMAN_AUDIT_EXPORT_PATH)")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    verify = audit_parser("verify", "exit 0 if the chain is intact, 1 if broken, 2 if it cannot be checked", _audit_verify)
+    verify.add_argument(
+        "--key", metavar="FILE", type=Path, action="append", default=[],
+        help="also trust this audit public key (repeatable); the configured audit key is always trusted",
+    )  # fmt: skip
+    export = audit_parser("export", "move entries past retention into signed export files", _audit_export)
+    export.add_argument("--days", type=_positive, help="export entries older than this (default: RETENTION_AUDIT_DAYS)")
+    export.add_argument("--dry-run", action="store_true", help="only say what would be exported")
+    audit_parser("checkpoint", "write a signed checkpoint of the chain head now", _audit_checkpoint)
+    tail = audit_parser("tail", "print the newest entries", _audit_tail)
+    tail.add_argument("-n", type=_positive, default=20, help="how many entries (default 20)")
+
+    keys = commands.add_parser("keys", help="manage Ed25519 signing keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    generate = key_commands.add_parser("generate", help="write <kid>.key (0600) and <kid>.pub")
+    generate.add_argument("--out", type=Path, default=Path("."), help="directory (default: current)")
+    generate.add_argument("--kid", default="wingman", help="key id, also the file stem (default: wingman)")
+    generate.set_defaults(handler=_keys_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.handler(args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result)
+    except (SettingsError, AuditError, CommandError) as exc:
+        print(f"wingman: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("wingman: interrupted", file=sys.stderr)
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        print(f"wingman: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+    return EXIT_ERROR
