@@ -1,0 +1,238 @@
+"""The decisions: may this user run this action on this target, may this user approve.
+
+`decide` checks a request in a fixed order and stops at the first refusal:
+
+1. unknown user (no detail is given away);
+2. unknown action;
+3. role below the action's minimum;
+4. target missing where one is required, or given where none is taken;
+5. target not a valid name / vmid (before any matching);
+6. target outside the allowlist (an empty allowlist allows nothing) or outside the
+   action's target restriction from the policy file;
+7. for VM actions, a node (when given) that is invalid or not on the node allowlist;
+8. read-only mode: every mutating action and every tier above 0 is refused;
+9. dangerous actions without WINGMAN_ALLOW_DANGEROUS_OPS are refused;
+10. tier 0 and 1 are allowed at once; tier 2 and 3 need approval.
+
+The executor should pass the VM's node whenever it knows it; without a node only the
+vmid is checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from policy import names
+from policy.catalogue import CATALOGUE, CatalogueEntry, approvals_needed, min_role_for_tier
+from policy.model import ApprovalCheck, Decision, Policy, Role, TargetKind, Tier, Verdict
+
+NOT_AUTHORISED = "you are not authorised to use this bot"
+
+
+def effective_entry(policy: Policy, action: str) -> CatalogueEntry | None:
+    """The catalogue entry as this policy has it (re-tiered), or None for an unknown action.
+
+    Re-tiering never lowers the minimum role below the catalogue's, and raising an action
+    above tier 0 raises its minimum role to at least operator. An action re-tiered to 3
+    becomes dangerous; a dangerous action re-tiered lower stays dangerous.
+    """
+    entry = CATALOGUE.get(action)
+    if entry is None:
+        return None
+    override = policy.overrides.get(action)
+    if override is None or override.tier is None:
+        return entry
+    tier = override.tier
+    # A validated file never re-tiers a mutating action to 0; a hand-built Policy might.
+    if entry.mutating and tier == Tier.READ:
+        tier = entry.tier
+    return dataclasses.replace(
+        entry,
+        tier=tier,
+        min_role=max(entry.min_role, min_role_for_tier(tier)),
+        dangerous=entry.dangerous or tier == Tier.TWO_APPROVALS,
+    )
+
+
+def decide(
+    policy: Policy,
+    *,
+    user_id: int | None,
+    action: str,
+    target: str | int | None,
+    node: str | None = None,
+) -> Decision:
+    """Whether `user_id` may run `action` on `target` (and `node`), and why. Never raises."""
+    role = policy.role_of(user_id)
+    if role is None:
+        return Decision(Verdict.DENY, NOT_AUTHORISED, None, 0, None)
+    entry = effective_entry(policy, action) if isinstance(action, str) else None
+    if entry is None:
+        return Decision(Verdict.DENY, f"unknown action {names.show(action)}", None, 0, role)
+
+    def deny(reason: str) -> Decision:
+        return Decision(Verdict.DENY, reason, entry.tier, 0, role)
+
+    if role < entry.min_role:
+        return deny(
+            f"{entry.name} needs the {entry.min_role.label} role or higher;"
+            f" you are {role.with_article}"
+        )
+    problem = _target_problem(policy, entry, target, node)
+    if problem is not None:
+        return deny(problem)
+    refusal = _mode_refusal(policy, entry)
+    if refusal is not None:
+        return deny(refusal)
+    needed = approvals_needed(entry.tier)
+    if needed == 0:
+        reason = (
+            f"{entry.name} is a read" if entry.tier == Tier.READ else f"{entry.name} runs at once"
+        )
+        return Decision(Verdict.ALLOW, reason, entry.tier, 0, role)
+    if needed == 1:
+        reason = f"{entry.name} needs approval by 1 approver other than you"
+    else:
+        reason = f"{entry.name} needs approval by {needed} approvers, neither of them you"
+    return Decision(Verdict.NEEDS_APPROVAL, reason, entry.tier, needed, role)
+
+
+def _target_problem(
+    policy: Policy, entry: CatalogueEntry, target: object, node: object
+) -> str | None:
+    if entry.target is not TargetKind.VM and node is not None:
+        return f"{entry.name} takes no node"
+    if entry.target is TargetKind.NONE:
+        return f"{entry.name} takes no target" if target is not None else None
+    if target is None:
+        if entry.target_required:
+            what = "a container name" if entry.target is TargetKind.CONTAINER else "a vmid"
+            return f"{entry.name} needs {what}"
+        problem = None
+    elif entry.target is TargetKind.CONTAINER:
+        problem = _container_problem(policy, entry, target)
+    else:
+        problem = _vm_problem(policy, entry, target)
+    if problem is None and entry.target is TargetKind.VM and node is not None:
+        problem = _node_problem(policy, node)
+    return problem
+
+
+def _container_problem(policy: Policy, entry: CatalogueEntry, target: object) -> str | None:
+    problem = names.container_name_problem(target)
+    if problem is not None:
+        return problem
+    assert isinstance(target, str)  # container_name_problem rejects non-strings
+    if not names.container_matches(target, policy.containers):
+        empty = ", which is empty" if not policy.containers else ""
+        return f"{target} is not on the container allowlist{empty}"
+    restriction = _restriction(policy, entry)
+    if restriction is not None and not names.container_matches(target, restriction):
+        return f"the policy does not allow {entry.name} on {target}"
+    return None
+
+
+def _vm_problem(policy: Policy, entry: CatalogueEntry, target: object) -> str | None:
+    vmid = names.parse_vmid(target)
+    if vmid is None:
+        return names.vmid_problem(target)
+    if vmid not in policy.vms:
+        empty = ", which is empty" if not policy.vms else ""
+        return f"VM {vmid} is not on the VM allowlist{empty}"
+    restriction = _restriction(policy, entry)
+    if restriction is not None and vmid not in restriction:
+        return f"the policy does not allow {entry.name} on VM {vmid}"
+    return None
+
+
+def _node_problem(policy: Policy, node: object) -> str | None:
+    problem = names.node_name_problem(node)
+    if problem is not None:
+        return problem
+    if node not in policy.nodes:
+        empty = ", which is empty" if not policy.nodes else ""
+        return f"node {node} is not on the node allowlist{empty}"
+    return None
+
+
+def _restriction(policy: Policy, entry: CatalogueEntry) -> frozenset[str | int] | None:
+    override = policy.overrides.get(entry.name)
+    return None if override is None else override.targets
+
+
+def _mode_refusal(policy: Policy, entry: CatalogueEntry) -> str | None:
+    """Why the policy's modes refuse this action whoever asks and whatever the target."""
+    if policy.read_only and (entry.mutating or entry.tier > Tier.READ):
+        return "read-only mode: only reads are allowed"
+    if entry.dangerous and not policy.allow_dangerous_ops:
+        return (
+            f"{entry.name} is a dangerous operation, and dangerous operations are turned off"
+            " (WINGMAN_ALLOW_DANGEROUS_OPS)"
+        )
+    return None
+
+
+def may_approve(
+    policy: Policy, *, approver_id: int, requester_id: int, already_approved_by: frozenset[int]
+) -> ApprovalCheck:
+    """Whether this tap by `approver_id` counts as an approval of `requester_id`'s request.
+
+    Only approvers and admins count; the requester never counts, whatever their role;
+    an approver counts once.
+    """
+    role = policy.role_of(approver_id)
+    if role is None:
+        return ApprovalCheck(False, NOT_AUTHORISED, None)
+    if approver_id == requester_id:
+        return ApprovalCheck(False, "you cannot approve your own request", role)
+    if role < Role.APPROVER:
+        return ApprovalCheck(
+            False, f"only approvers can approve; you are {role.with_article}", role
+        )
+    if approver_id in already_approved_by:
+        return ApprovalCheck(False, "you already approved this", role)
+    return ApprovalCheck(True, "approval counted", role)
+
+
+def container_visible(policy: Policy, name: str) -> bool:
+    """Whether /status may show this container: exactly when `status` on it is allowed."""
+    entry = effective_entry(policy, "status")
+    assert entry is not None
+    return _container_problem(policy, entry, name) is None
+
+
+def vm_visible(policy: Policy, vmid: int | str, node: str | None) -> bool:
+    """Whether /vm status may show this VM on this node: exactly when `vm.status` allows it."""
+    entry = effective_entry(policy, "vm.status")
+    assert entry is not None
+    if _vm_problem(policy, entry, vmid) is not None:
+        return False
+    return node is None or _node_problem(policy, node) is None
+
+
+def allowed_actions(policy: Policy, user_id: int | None) -> list[CatalogueEntry]:
+    """The actions this user may run under this policy, re-tiered, in catalogue order (for /help).
+
+    Left out: actions above the user's role, actions the modes refuse (read-only,
+    dangerous operations off), and actions that need a target when no target could pass
+    (empty allowlist, or an empty target list in the policy file).
+    """
+    role = policy.role_of(user_id)
+    if role is None:
+        return []
+    result = []
+    for name in CATALOGUE:
+        entry = effective_entry(policy, name)
+        assert entry is not None
+        if role < entry.min_role or _mode_refusal(policy, entry) is not None:
+            continue
+        if entry.target_required and _no_target_can_pass(policy, entry):
+            continue
+        result.append(entry)
+    return result
+
+
+def _no_target_can_pass(policy: Policy, entry: CatalogueEntry) -> bool:
+    allowlist = policy.containers if entry.target is TargetKind.CONTAINER else policy.vms
+    restriction = _restriction(policy, entry)
+    return not allowlist or (restriction is not None and not restriction)
