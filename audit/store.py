@@ -13,7 +13,6 @@ survives a crash of the process or the machine.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +29,7 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from audit.batching import GroupCommit
 from audit.canonical import encode_text, canonical_json, chain_hash, entry_object, format_ts
 from audit.errors import AuditError, StoreUnavailable
 from audit.schema import ROW_COLUMNS, audit_head, audit_log
@@ -118,7 +118,8 @@ def _lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _make_engine(url: URL, *, writer: bool) -> AsyncEngine:
+def make_engine(url: URL, *, writer: bool) -> AsyncEngine:
+    """An engine for ``url``; a writer's transactions take SQLite's write lock at BEGIN."""
     if url.get_backend_name() == "postgresql":
         # Readers see one snapshot for a whole verification, whatever is appended meanwhile.
         isolation = "READ COMMITTED" if writer else "REPEATABLE READ"
@@ -150,6 +151,19 @@ def _make_engine(url: URL, *, writer: bool) -> AsyncEngine:
     return engine
 
 
+async def upgrade_schema(engine: AsyncEngine, script_location: Path) -> None:
+    """Apply the Alembic migrations at ``script_location`` (their env.py takes the connection)."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+
+    def upgrade(connection: Connection) -> None:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    async with engine.begin() as conn:
+        await conn.run_sync(upgrade)
+
+
 def _unavailable(url: URL, exc: BaseException) -> StoreUnavailable:
     reason = getattr(exc, "orig", None) or exc
     text = " ".join(str(reason).split()) or type(reason).__name__
@@ -162,11 +176,11 @@ class AuditStore:
     def __init__(self, url: URL, *, clock: Callable[[], datetime] | None = None, max_batch: int = 512) -> None:
         self.url = url
         self._clock = clock or (lambda: datetime.now(timezone.utc))
-        self._max_batch = max_batch
-        self._writer_engine = _make_engine(url, writer=True)
-        self._reader_engine = _make_engine(url, writer=False)
-        self._queue: asyncio.Queue[tuple[_Pending, asyncio.Future[AuditEntry]]] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
+        self._writer_engine = make_engine(url, writer=True)
+        self._reader_engine = make_engine(url, writer=False)
+        self._writer: GroupCommit[_Pending, AuditEntry] = GroupCommit(
+            self._write_batch, max_batch=max_batch, translate=self._failure, name="audit-writer"
+        )
         self._closed = False
 
     # -- opening and closing -------------------------------------------------------------
@@ -203,25 +217,12 @@ class AuditStore:
         return store
 
     async def _migrate(self) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-
-        def upgrade(connection: Connection) -> None:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-
-        async with self._writer_engine.begin() as conn:
-            await conn.run_sync(upgrade)
+        await upgrade_schema(self._writer_engine, MIGRATIONS)
 
     async def close(self) -> None:
         """Write what is queued, then release the database."""
         self._closed = True
-        if self._writer_task is not None:
-            await self._queue.join()
-            self._writer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer_task
-            self._writer_task = None
+        await self._writer.close()
         await self._writer_engine.dispose()
         await self._reader_engine.dispose()
 
@@ -260,33 +261,10 @@ class AuditStore:
         if params is not None and not isinstance(params, dict):
             raise AuditError(f"audit params must be an object, not {type(params).__name__}")
         pending = _Pending(actor, action, target, canonical_json(params or {}), decision, outcome, request_id)
-        future: asyncio.Future[AuditEntry] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((pending, future))
-        if self._writer_task is None:
-            self._writer_task = asyncio.create_task(self._write_loop(), name="audit-writer")
-        # A caller that is cancelled while waiting does not take its entry back.
-        return await asyncio.shield(future)
+        return await self._writer.submit(pending)
 
-    async def _write_loop(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                entries = await self._write_batch([pending for pending, _ in batch])
-            except AuditError as exc:
-                failure: BaseException | None = exc
-            except (SQLAlchemyError, OSError) as exc:
-                failure = _unavailable(self.url, exc)
-            else:
-                failure = None
-            for index, (_, future) in enumerate(batch):
-                if not future.done():
-                    if failure is None:
-                        future.set_result(entries[index])
-                    else:
-                        future.set_exception(failure)
-                self._queue.task_done()
+    def _failure(self, exc: Exception) -> BaseException:
+        return exc if isinstance(exc, AuditError) else _unavailable(self.url, exc)
 
     async def _write_batch(self, batch: list[_Pending]) -> list[AuditEntry]:
         async with self._writer_engine.begin() as conn:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta, timezone
@@ -25,6 +26,7 @@ from audit import (
     write_checkpoint,
 )
 from audit.signing import SigningKey, load_or_create_signing_key
+from executor.errors import StartupError
 from wingman.settings import ExecutorSettings, SettingsError, load_settings
 
 EXIT_OK, EXIT_BROKEN, EXIT_ERROR = 0, 1, 2
@@ -147,6 +149,16 @@ def _keys_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _executor(args: argparse.Namespace) -> int:
+    from executor.server import serve  # the daemon's imports are not needed by other commands
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    settings = load_settings(ExecutorSettings)
+    asyncio.run(serve(settings))
+    return EXIT_OK
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -183,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     tail = audit_parser("tail", "print the newest entries", _audit_tail)
     tail.add_argument("-n", type=_positive, default=20, help="how many entries (default 20)")
 
+    executor = commands.add_parser("executor", help="run the executor daemon on WINGMAN_SOCKET")
+    executor.set_defaults(handler=_executor)
+
     keys = commands.add_parser("keys", help="manage Ed25519 signing keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     generate = key_commands.add_parser("generate", help="write <kid>.key (0600) and <kid>.pub")
@@ -199,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
         return int(result)
-    except (SettingsError, AuditError, CommandError) as exc:
+    except (SettingsError, AuditError, CommandError, StartupError) as exc:
         print(f"wingman: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("wingman: interrupted", file=sys.stderr)

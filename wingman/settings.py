@@ -64,6 +64,7 @@ class ExecutorSettings(_Settings):
     """Everything ``wingman executor`` (and the offline ``wingman audit`` commands) reads."""
 
     db_url: str | None = Field(None, validation_alias="WINGMAN_DB_URL")
+    allowed_uids: UserIds = Field(default_factory=list, validation_alias="WINGMAN_ALLOWED_UIDS")
     trusted_keys: PathList = Field(default_factory=list, validation_alias="WINGMAN_TRUSTED_KEYS")
     audit_key: Path | None = Field(None, validation_alias="WINGMAN_AUDIT_KEY")
     audit_export_path: Path | None = Field(None, validation_alias="WINGMAN_AUDIT_EXPORT_PATH")
@@ -74,6 +75,7 @@ class ExecutorSettings(_Settings):
     approvers: UserIds = Field(default_factory=list, validation_alias="WINGMAN_APPROVERS")
     operators: UserIds = Field(default_factory=list, validation_alias="WINGMAN_OPERATORS")
     viewers: UserIds = Field(default_factory=list, validation_alias="WINGMAN_VIEWERS")
+    image_allowlist: CommaList = Field(default_factory=list, validation_alias="WINGMAN_IMAGE_ALLOWLIST")
     container_allowlist: CommaList = Field(default_factory=list, validation_alias="WINGMAN_CONTAINER_ALLOWLIST")
     vm_allowlist: UserIds = Field(default_factory=list, validation_alias="WINGMAN_VM_ALLOWLIST")
     node_allowlist: CommaList = Field(default_factory=list, validation_alias="WINGMAN_NODE_ALLOWLIST")

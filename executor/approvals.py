@@ -1,0 +1,285 @@
+"""Pending approvals, stored in the database, bound to exact parameters, run exactly once.
+
+An approval moves ``pending → approved → running → done | failed``, or ends ``rejected``,
+``cancelled`` or ``expired``. Every move is a compare-and-set (``UPDATE … WHERE state =
+<expected>``) inside a write transaction, so of twenty simultaneous approvals exactly one
+wins the move to ``approved`` and runs the action; an approval never leaves a final state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from audit.canonical import canonical_json
+from executor.schema import approval_votes, approvals
+
+PENDING, APPROVED, RUNNING, DONE, FAILED = "pending", "approved", "running", "done", "failed"
+REJECTED, CANCELLED, EXPIRED = "rejected", "cancelled", "expired"
+FINAL = (DONE, FAILED, REJECTED, CANCELLED, EXPIRED)
+
+
+def binding_of(action: str, args: dict[str, Any], requester: str) -> str:
+    """What an approval is bound to: any change to action, arguments or requester breaks it."""
+    text = canonical_json({"action": action, "args": args, "requester": requester})
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    id: str
+    action: str
+    target: str | None
+    args: dict[str, Any]
+    binding: str
+    requester: str
+    context: dict[str, Any]
+    tier: int
+    approvals_needed: int
+    state: str
+    created_at: float
+    expires_at: float
+    decided_by: str | None
+    decided_at: float | None
+    result: str | None
+    request_id: str
+    votes: tuple[str, ...] = ()
+
+    @property
+    def intact(self) -> bool:
+        """The stored request still is the one that was asked for."""
+        return binding_of(self.action, self.args, self.requester) == self.binding
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "action": self.action,
+            "target": self.target,
+            "args": self.args,
+            "requester": self.requester,
+            "tier": self.tier,
+            "approvals_needed": self.approvals_needed,
+            "approved_by": list(self.votes),
+            "state": self.state,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "decided_by": self.decided_by,
+            "result": self.result,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """What one approver's tap did."""
+
+    approval: Approval | None
+    outcome: str  # "counted", "approved" (this vote completed it), or a refusal below
+    reason: str
+
+    @property
+    def completed(self) -> bool:
+        return self.outcome == "approved"
+
+
+class Approvals:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create(
+        self,
+        *,
+        action: str,
+        target: str | None,
+        args: dict[str, Any],
+        requester: str,
+        context: dict[str, Any],
+        tier: int,
+        approvals_needed: int,
+        request_id: str,
+        now: float,
+        ttl: float,
+    ) -> Approval:
+        approval_id = secrets.token_hex(6)
+        row = {
+            "id": approval_id,
+            "action": action,
+            "target": target,
+            "args": canonical_json(args),
+            "binding": binding_of(action, args, requester),
+            "requester": requester,
+            "context": canonical_json(context),
+            "tier": tier,
+            "approvals_needed": approvals_needed,
+            "state": PENDING,
+            "created_at": now,
+            "expires_at": now + ttl,
+            "request_id": request_id,
+        }
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(approvals).values(**row))
+        return await self._require(approval_id)
+
+    async def get(self, approval_id: str) -> Approval | None:
+        async with self._engine.connect() as conn:
+            return await self._load(conn, approval_id)
+
+    async def _require(self, approval_id: str) -> Approval:
+        found = await self.get(approval_id)
+        assert found is not None
+        return found
+
+    async def _load(self, conn: AsyncConnection, approval_id: str, *, lock: bool = False) -> Approval | None:
+        query = select(approvals).where(approvals.c.id == approval_id)
+        if lock:
+            # PostgreSQL: concurrent votes on one approval queue here, so each sees the
+            # votes before it (SQLite's BEGIN IMMEDIATE already serializes writers).
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        voters = (
+            await conn.execute(
+                select(approval_votes.c.approver)
+                .where(approval_votes.c.approval_id == approval_id)
+                .order_by(approval_votes.c.at, approval_votes.c.approver)
+            )
+        ).scalars()
+        return _approval(row, tuple(voters))
+
+    async def pending(self, now: float) -> list[Approval]:
+        async with self._engine.connect() as conn:
+            ids = (
+                await conn.execute(
+                    select(approvals.c.id)
+                    .where(approvals.c.state == PENDING, approvals.c.expires_at > now)
+                    .order_by(approvals.c.created_at)
+                )
+            ).scalars().all()
+            return [a for a in [await self._load(conn, i) for i in ids] if a is not None]
+
+    async def vote(
+        self, approval_id: str, approver: str, now: float, check: Callable[[Approval], tuple[bool, str]]
+    ) -> Vote:
+        """Count ``approver``'s approval; ``check`` applies policy to the approval as stored."""
+        async with self._engine.begin() as conn:
+            approval, refusal = await self._open_for_decision(conn, approval_id, now)
+            if refusal is not None:
+                return refusal
+            assert approval is not None
+            if not approval.intact:
+                return Vote(approval, "changed", "the request changed after it was made; it cannot be approved")
+            allowed, reason = check(approval)
+            if not allowed:
+                return Vote(approval, "refused", reason)
+            if approver in approval.votes:
+                return Vote(approval, "refused", "you already approved this")
+            await conn.execute(insert(approval_votes).values(approval_id=approval_id, approver=approver, at=now))
+            votes = approval.votes + (approver,)
+            if len(votes) < approval.approvals_needed:
+                return Vote(await self._load(conn, approval_id), "counted", f"approval {len(votes)} of {approval.approvals_needed} counted")
+            won = await _move(conn, approval_id, PENDING, APPROVED, now, decided_by=",".join(votes))
+            updated = await self._load(conn, approval_id)
+        if not won:
+            return Vote(updated, "closed", "this request was already decided")
+        return Vote(updated, "approved", "approved")
+
+    async def decide(self, approval_id: str, actor: str, to_state: str, now: float, check: Callable[[Approval], tuple[bool, str]]) -> Vote:
+        """Reject (by an approver) or cancel (by the requester) a pending approval."""
+        async with self._engine.begin() as conn:
+            approval, refusal = await self._open_for_decision(conn, approval_id, now)
+            if refusal is not None:
+                return refusal
+            assert approval is not None
+            allowed, reason = check(approval)
+            if not allowed:
+                return Vote(approval, "refused", reason)
+            won = await _move(conn, approval_id, PENDING, to_state, now, decided_by=actor)
+            updated = await self._load(conn, approval_id)
+        if not won:
+            return Vote(updated, "closed", "this request was already decided")
+        return Vote(updated, to_state, to_state)
+
+    async def _open_for_decision(
+        self, conn: AsyncConnection, approval_id: str, now: float
+    ) -> tuple[Approval | None, Vote | None]:
+        """The approval, locked, if it is still open; else the refusal to answer with."""
+        approval = await self._load(conn, approval_id, lock=True)
+        if approval is None:
+            return None, Vote(None, "unknown", "there is no such request")
+        if approval.state == EXPIRED or (approval.state == PENDING and approval.expires_at <= now):
+            if approval.state == PENDING:
+                await _move(conn, approval_id, PENDING, EXPIRED, now)
+            return approval, Vote(approval, EXPIRED, "this request has expired")
+        if approval.state != PENDING:
+            return approval, Vote(approval, "closed", f"this request was already decided ({approval.state})")
+        return approval, None
+
+    async def move(self, approval_id: str, from_state: str, to_state: str, now: float, result: str | None = None) -> bool:
+        async with self._engine.begin() as conn:
+            return await _move(conn, approval_id, from_state, to_state, now, result=result)
+
+    async def expire_due(self, now: float) -> list[Approval]:
+        """Mark every pending approval past its time as expired; returns those it marked."""
+        expired: list[Approval] = []
+        async with self._engine.begin() as conn:
+            due = (
+                await conn.execute(select(approvals.c.id).where(approvals.c.state == PENDING, approvals.c.expires_at <= now))
+            ).scalars().all()
+            for approval_id in due:
+                if await _move(conn, approval_id, PENDING, EXPIRED, now):
+                    found = await self._load(conn, approval_id)
+                    if found is not None:
+                        expired.append(found)
+        return expired
+
+
+async def _move(
+    conn: AsyncConnection,
+    approval_id: str,
+    from_state: str,
+    to_state: str,
+    now: float,
+    *,
+    decided_by: str | None = None,
+    result: str | None = None,
+) -> bool:
+    values: dict[str, Any] = {"state": to_state}
+    if decided_by is not None:
+        values.update(decided_by=decided_by, decided_at=now)
+    if result is not None:
+        values["result"] = result
+    outcome = await conn.execute(
+        update(approvals).where(and_(approvals.c.id == approval_id, approvals.c.state == from_state)).values(**values)
+    )
+    return outcome.rowcount == 1
+
+
+def _approval(row: Row[Any], votes: tuple[str, ...]) -> Approval:
+    m = row._mapping
+    return Approval(
+        id=m["id"],
+        action=m["action"],
+        target=m["target"],
+        args=json.loads(m["args"]),
+        binding=m["binding"],
+        requester=m["requester"],
+        context=json.loads(m["context"]),
+        tier=m["tier"],
+        approvals_needed=m["approvals_needed"],
+        state=m["state"],
+        created_at=m["created_at"],
+        expires_at=m["expires_at"],
+        decided_by=m["decided_by"],
+        decided_at=m["decided_at"],
+        result=m["result"],
+        request_id=m["request_id"],
+        votes=votes,
+    )

@@ -1,0 +1,86 @@
+"""The executor's client: signs each request and sends it over the Unix socket.
+
+Used by the bot and the tests; see ``executor.protocol`` for what travels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from audit.signing import SigningKey
+from executor.protocol import CONTENT_TYPE, PATH, make_token
+
+URL_BASE = "http://executor"  # the host is ignored on a Unix socket
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    http_status: int
+    status: str
+    reason: str
+    request_id: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class ExecutorUnreachable(Exception):
+    """The socket is missing or nobody answers on it; ``str()`` says which, in one line."""
+
+
+class ExecutorClient:
+    def __init__(self, socket_path: Path, key: SigningKey, *, timeout: float = 60.0) -> None:
+        self.socket_path = socket_path
+        self._key = key
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(socket_path)),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        )
+
+    async def send_token(self, token: str) -> Reply:
+        """Send an already-made token (the tests use this to send bad ones)."""
+        return await self.send_raw(token.encode("ascii"), CONTENT_TYPE)
+
+    async def send_raw(self, body: bytes, content_type: str, path: str = PATH) -> Reply:
+        try:
+            async with self._session.post(URL_BASE + path, data=body, headers={"Content-Type": content_type}) as response:
+                try:
+                    data = await response.json(content_type=None)
+                except ValueError:
+                    data = {}
+                if not isinstance(data, dict):
+                    data = {}
+                return Reply(
+                    response.status,
+                    str(data.get("status", "bad_response")),
+                    str(data.get("reason", "")),
+                    data.get("request_id"),
+                    data.get("result") or {},
+                )
+        except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ExecutorUnreachable(f"the executor at {self.socket_path} is not answering ({exc})") from None
+
+    async def call(
+        self, user_id: int | None, action: str, args: dict[str, Any] | None = None, chat: dict[str, Any] | None = None
+    ) -> Reply:
+        """Sign and send one request for ``user_id`` (None: the client itself)."""
+        return await self.send_token(make_token(self._key, user_id=user_id, action=action, args=args, chat=chat))
+
+    async def poll(self, *, wait: float = 25.0, limit: int = 100) -> list[dict[str, Any]]:
+        reply = await self.call(None, "outbox.poll", {"wait": wait, "limit": limit})
+        return list(reply.result.get("notifications", []))
+
+    async def ack(self, ids: list[int]) -> int:
+        reply = await self.call(None, "outbox.ack", {"ids": ids})
+        return int(reply.result.get("acknowledged", 0))
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def __aenter__(self) -> ExecutorClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,1 @@
+"""Executor schema revisions, oldest first."""

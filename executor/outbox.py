@@ -1,0 +1,94 @@
+"""The notification outbox: events for the chat, stored until the bot confirms delivery.
+
+The executor never talks to Telegram. It writes events here (approval requested or
+decided, progress, results, expiries, scheduled reports); the bot long-polls them over the
+socket, posts them, and acknowledges each only after Telegram accepted it. An event not
+acknowledged is handed out again on the next poll: at least once, in id order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from executor.schema import notifications
+
+MAX_WAIT = 30.0
+MAX_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    id: int
+    chat_id: int | None  # None: the team chat (WINGMAN_CHAT_ID)
+    kind: str
+    ref: str | None
+    payload: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "chat_id": self.chat_id, "kind": self.kind, "ref": self.ref, "payload": self.payload}
+
+
+class Outbox:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._added = asyncio.Event()
+        self.waiting = 0  # long-polls parked right now
+
+    async def add(self, kind: str, payload: dict[str, Any], *, now: float, chat_id: int | None = None, ref: str | None = None) -> int:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                insert(notifications).values(
+                    chat_id=chat_id, kind=kind, ref=ref, payload=json.dumps(payload, ensure_ascii=False), created_at=now
+                )
+            )
+        self._added.set()
+        return int(result.inserted_primary_key[0])
+
+    async def poll(self, *, limit: int = MAX_LIMIT, wait: float = 0.0) -> list[Notification]:
+        """Undelivered events, oldest first; waits up to ``wait`` seconds for one to arrive."""
+        limit = max(1, min(limit, MAX_LIMIT))
+        wait = max(0.0, min(wait, MAX_WAIT))
+        self._added.clear()
+        found = await self._undelivered(limit)
+        if found or wait == 0:
+            return found
+        self.waiting += 1
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._added.wait(), wait)
+        finally:
+            self.waiting -= 1
+        return await self._undelivered(limit)
+
+    async def _undelivered(self, limit: int) -> list[Notification]:
+        query = (
+            select(notifications.c.id, notifications.c.chat_id, notifications.c.kind, notifications.c.ref, notifications.c.payload)
+            .where(notifications.c.delivered_at.is_(None))
+            .order_by(notifications.c.id)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Notification(r.id, r.chat_id, r.kind, r.ref, json.loads(r.payload)) for r in rows]
+
+    async def ack(self, ids: list[int], *, now: float) -> int:
+        if not ids:
+            return 0
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(notifications)
+                .where(notifications.c.id.in_(ids), notifications.c.delivered_at.is_(None))
+                .values(delivered_at=now)
+            )
+        return int(result.rowcount or 0)
+
+    def wake(self) -> None:
+        """Release long-polls (at shutdown)."""
+        self._added.set()

@@ -1,0 +1,226 @@
+"""The wire protocol between a client (the bot, the tests, your own tool) and the executor.
+
+Transport
+    HTTP/1.1 over the executor's Unix socket (``WINGMAN_SOCKET``). The socket is mode 0660;
+    the executor also reads the peer's uid (``SO_PEERCRED``) and drops connections from
+    uids it does not allow before reading a byte.
+
+Request
+    ``POST /v1/request`` with ``Content-Type: application/jwt`` and, as the whole body (at
+    most 64 KiB), one compact JWS (RFC 7515/7519) signed with Ed25519:
+
+    - header: ``{"alg": "EdDSA", "typ": "JWT", "kid": "<key id>"}``. ``kid`` names one of
+      the executor's trusted public keys (``WINGMAN_TRUSTED_KEYS``; a key's id is its file
+      stem). No other algorithm is accepted, whatever the header says, and a ``crit``
+      header is refused.
+    - claims, all required:
+      ``iss`` the client's name, exactly ``"wingman-bot"``;
+      ``aud`` exactly ``"wingman-executor"``;
+      ``iat``, ``nbf``, ``exp`` integer seconds since the epoch, with
+      ``exp - iat <= 60`` (5 s of clock skew are tolerated);
+      ``jti`` 32 lower-case hex digits (128 random bits), never used before;
+      ``sub`` the human the request is for, ``"tg:<telegram user id>"``, or ``"bot"`` for
+      the client's own ``outbox.*`` calls;
+      ``req`` the request itself: ``{"action": str, "args": {...}, "chat": {...}}``.
+    Because the request travels inside the signed claims, changing any byte of it breaks
+    the signature.
+
+    Actions are the catalogue's (``help``, ``whoami``, ``status``, ``deploy``, …; see
+    ``policy.CATALOGUE``) with their arguments in ``args`` (``target`` for the container
+    name or vmid, plus e.g. ``image``, ``lines``, ``n``), and these protocol actions:
+    ``approval.approve``, ``approval.reject``, ``approval.cancel`` (``args: {"id": …}``),
+    ``outbox.poll`` (``args: {"wait": seconds <= 30, "limit": n <= 100}``) and
+    ``outbox.ack`` (``args: {"ids": [...]}``). ``chat`` is the context answers go to:
+    ``{"chat_id": int, "message_id": int | null, "private": bool}``.
+
+Response
+    JSON, always ``{"status": …, "reason": str, "request_id": str | null, "result": {...}}``:
+
+    ======  ===============  ==============================================================
+    HTTP    status           meaning
+    ======  ===============  ==============================================================
+    200     ``done``         the action ran; ``result`` holds what it returned
+    202     ``pending``      it waits for approval; ``result.approval`` describes it
+    400     ``bad_request``  the body is not a request (malformed, wrong claims' shapes)
+    401     ``refused``      the token failed: signature, key, audience, issuer, expiry,
+                             replay, …; ``reason`` says which
+    403     ``denied``       policy said no; ``reason`` says why in the operator's words
+    404/405 ``bad_request``  no such path / method
+    409     ``conflict``     an approval already decided, expired, or the target is busy
+    413     ``bad_request``  the body is over 64 KiB
+    415     ``bad_request``  the content type is not ``application/jwt``
+    500     ``failed``       the action was attempted and failed; ``reason`` says how
+    503     ``unavailable``  a dependency (Docker, Proxmox, the database) is unreachable
+    ======  ===============  ==============================================================
+
+Every request the executor receives, valid or not, becomes an audit entry (the bot's own
+``outbox.*`` plumbing is audited only when refused).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from audit.signing import SigningKey
+
+PATH = "/v1/request"
+CONTENT_TYPE = "application/jwt"
+ISSUER = "wingman-bot"
+AUDIENCE = "wingman-executor"
+ALGORITHM = "EdDSA"
+MAX_LIFETIME = 60
+LEEWAY = 5
+MAX_BODY = 64 * 1024
+REQUIRED_CLAIMS = ("iss", "aud", "iat", "nbf", "exp", "jti", "sub", "req")
+JTI_PATTERN = re.compile(r"[0-9a-f]{32}")
+SUB_PATTERN = re.compile(r"tg:([0-9]{1,20})|bot")
+ACTION_PATTERN = re.compile(r"[a-z][a-z.]{0,31}")
+
+PROTOCOL_ACTIONS = ("approval.approve", "approval.reject", "approval.cancel", "outbox.poll", "outbox.ack")
+
+STATUS_HTTP = {
+    "done": 200,
+    "pending": 202,
+    "bad_request": 400,
+    "refused": 401,
+    "denied": 403,
+    "conflict": 409,
+    "failed": 500,
+    "unavailable": 503,
+}
+
+
+class TokenRejected(Exception):
+    """The token does not hold; ``reason`` is one line and safe to return to the client."""
+
+    def __init__(self, reason: str, status: str = "refused") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A verified request: who, what, where the answer goes."""
+
+    jti: str
+    exp: int
+    kid: str
+    user_id: int | None  # None: the client itself ("bot"), for outbox calls
+    action: str
+    args: dict[str, Any]
+    chat: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def actor(self) -> str:
+        return "bot" if self.user_id is None else f"tg:{self.user_id}"
+
+
+def make_token(
+    key: SigningKey,
+    *,
+    user_id: int | None,
+    action: str,
+    args: Mapping[str, Any] | None = None,
+    chat: Mapping[str, Any] | None = None,
+    now: float | None = None,
+    lifetime: int = 30,
+    issuer: str = ISSUER,
+) -> str:
+    """A signed request token, as the bot makes one."""
+    issued = int(time.time() if now is None else now)
+    claims = {
+        "iss": issuer,
+        "aud": AUDIENCE,
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + lifetime,
+        "jti": secrets.token_hex(16),
+        "sub": "bot" if user_id is None else f"tg:{user_id}",
+        "req": {"action": action, "args": dict(args or {}), "chat": dict(chat or {})},
+    }
+    return jwt.encode(claims, key.private, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "JWT"})
+
+
+class TokenVerifier:
+    """Checks signature, key, header, claims and lifetime; replay is the caller's next step."""
+
+    def __init__(self, trusted: Mapping[str, Ed25519PublicKey]) -> None:
+        self._trusted = dict(trusted)
+
+    def verify(self, token: str, now: float) -> Request:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise TokenRejected("the token is not a compact JWS") from None
+        except jwt.PyJWTError as exc:
+            # PyJWT refuses 'crit' extensions it does not implement here already.
+            reason = "a token with a 'crit' header is not accepted" if "critical" in str(exc) else str(exc)[:120]
+            raise TokenRejected(reason) from None
+        if header.get("alg") != ALGORITHM:
+            raise TokenRejected(f"algorithm {str(header.get('alg'))[:20]!r} is not accepted: only EdDSA")
+        if "crit" in header:
+            raise TokenRejected("a token with a 'crit' header is not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or kid not in self._trusted:
+            raise TokenRejected(f"unknown key id {str(kid)[:64]!r}")
+        try:
+            claims = jwt.decode(
+                token,
+                self._trusted[kid],
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                leeway=LEEWAY,
+                options={"require": list(REQUIRED_CLAIMS), "strict_aud": True},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenRejected("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenRejected("the token is not valid yet (nbf or iat in the future)") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenRejected(f"the token lacks the required claim {exc.claim!r}") from None
+        except jwt.InvalidAudienceError:
+            raise TokenRejected("the token is for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise TokenRejected("the token comes from an unknown issuer") from None
+        except jwt.InvalidSignatureError:
+            raise TokenRejected("the signature does not verify") from None
+        except jwt.PyJWTError as exc:
+            raise TokenRejected(f"the token is invalid: {str(exc)[:120]}") from None
+        return self._request(claims, kid, now)
+
+    @staticmethod
+    def _request(claims: dict[str, Any], kid: str, now: float) -> Request:
+        iat, nbf, exp = claims["iat"], claims["nbf"], claims["exp"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (iat, nbf, exp)):
+            raise TokenRejected("iat, nbf and exp must be whole seconds")
+        if exp - iat > MAX_LIFETIME:
+            raise TokenRejected(f"the token lives {exp - iat} s; at most {MAX_LIFETIME} s are accepted")
+        if iat > now + LEEWAY:
+            raise TokenRejected("the token was issued in the future")
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not JTI_PATTERN.fullmatch(jti):
+            raise TokenRejected("jti must be 32 lower-case hex digits")
+        sub = claims["sub"]
+        match = SUB_PATTERN.fullmatch(sub) if isinstance(sub, str) else None
+        if match is None:
+            raise TokenRejected("sub must be tg:<telegram user id> or bot")
+        req = claims["req"]
+        if not isinstance(req, dict) or set(req) - {"action", "args", "chat"}:
+            raise TokenRejected("req must be {action, args, chat}", status="bad_request")
+        action, args, chat = req.get("action"), req.get("args", {}), req.get("chat", {})
+        if not isinstance(action, str) or not ACTION_PATTERN.fullmatch(action):
+            raise TokenRejected("req.action must be an action name", status="bad_request")
+        if not isinstance(args, dict) or not isinstance(chat, dict):
+            raise TokenRejected("req.args and req.chat must be objects", status="bad_request")
+        user_id = int(match.group(1)) if match.group(1) else None
+        return Request(jti, exp, kid, user_id, action, args, chat)

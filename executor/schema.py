@@ -1,0 +1,62 @@
+"""The executor's own tables (the audit tables belong to ``audit``), as SQLAlchemy Core metadata.
+
+Times are seconds since the epoch (float) so that both backends compare them alike.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Float, ForeignKey, Integer, MetaData, Table, Text
+
+metadata = MetaData()
+
+# Request token ids already accepted, kept until their expiry: a replay is refused even
+# after a restart.
+seen_tokens = Table(
+    "seen_tokens",
+    metadata,
+    Column("jti", Text, primary_key=True),
+    Column("exp", Float, nullable=False, index=True),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("action", Text, nullable=False),
+    Column("target", Text, nullable=True),
+    Column("args", Text, nullable=False),  # canonical JSON of the action's arguments
+    Column("binding", Text, nullable=False),  # SHA-256 over (action, args, requester)
+    Column("requester", Text, nullable=False),  # "tg:<user id>"
+    Column("context", Text, nullable=False),  # canonical JSON: chat id, message to edit…
+    Column("tier", Integer, nullable=False),
+    Column("approvals_needed", Integer, nullable=False),
+    # pending → approved → running → done | failed; or pending → rejected | cancelled | expired
+    Column("state", Text, nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("decided_by", Text, nullable=True),
+    Column("decided_at", Float, nullable=True),
+    Column("result", Text, nullable=True),
+    Column("request_id", Text, nullable=False),
+)
+
+approval_votes = Table(
+    "approval_votes",
+    metadata,
+    Column("approval_id", Text, ForeignKey("approvals.id"), primary_key=True),
+    Column("approver", Text, primary_key=True),
+    Column("at", Float, nullable=False),
+)
+
+# The outbox the bot long-polls: delivered at least once, in id order per chat.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("chat_id", BigInteger, nullable=True),  # None: the team chat (WINGMAN_CHAT_ID)
+    Column("kind", Text, nullable=False),
+    Column("ref", Text, nullable=True),  # what the message is about (an approval id…), for edits
+    Column("payload", Text, nullable=False),  # JSON
+    Column("created_at", Float, nullable=False),
+    Column("delivered_at", Float, nullable=True, index=True),
+)

@@ -1,0 +1,311 @@
+"""The daemon: the Unix socket, who may connect to it, the HTTP layer, start-up and shutdown.
+
+Start-up reads settings, keys and policy (any error stops it with one line and exit 2),
+migrates the database, then binds the socket: its directory mode 0750, the socket 0660
+from the moment it exists (umask), a stale socket from a crash replaced, a live one
+refused. Each connection's peer uid (``SO_PEERCRED``) is checked before a byte is read.
+SIGTERM stops accepting, lets running actions finish (bounded), writes a checkpoint and
+closes the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import struct
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from audit import AuditError, AuditStore, load_public_key, write_checkpoint
+from audit.signing import KeyFileError, load_or_create_signing_key
+from audit.store import make_engine, normalize_url, upgrade_schema
+from executor.errors import StartupError
+from executor.protocol import CONTENT_TYPE, MAX_BODY, PATH, STATUS_HTTP
+from executor.service import Executor, Reply
+from policy import Policy, PolicyError, load_policy_file
+from wingman.settings import ExecutorSettings
+
+log = logging.getLogger("wingman.executor")
+MIGRATIONS = Path(__file__).parent / "migrations"
+SHUTDOWN_GRACE = 30.0
+EXPIRY_SWEEP_SECONDS = 30.0
+
+
+# -- the socket ---------------------------------------------------------------------------
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """A listening Unix socket at ``path``, private from its first moment."""
+    directory = path.parent
+    try:
+        directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        os.chmod(directory, 0o750)
+    except OSError as exc:
+        raise StartupError(f"WINGMAN_SOCKET: cannot prepare {directory}: {exc.strerror}") from None
+    if path.exists() or path.is_socket():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+                raise StartupError(f"WINGMAN_SOCKET: {path} exists and cannot be probed: {exc.strerror}") from None
+            path.unlink(missing_ok=True)  # a stale socket left by a crash
+        else:
+            raise StartupError(f"WINGMAN_SOCKET: another executor is already serving {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o117)  # the socket file is born 0660
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"WINGMAN_SOCKET: cannot bind {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o660)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+class PeerChecked(asyncio.Protocol):
+    """Wraps aiohttp's protocol: a connection from a uid not allowed is closed unread."""
+
+    def __init__(self, inner: asyncio.Protocol, allowed: frozenset[int], refused: Callable[[int], None]) -> None:
+        self._inner = inner
+        self._allowed = allowed
+        self._refused = refused
+        self._open = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        uid = peer_uid(sock) if sock is not None else -1
+        if uid not in self._allowed:
+            transport.abort()
+            self._refused(uid)
+            return
+        self._open = True
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._open:
+            self._inner.data_received(data)  # type: ignore[attr-defined]
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._open else None  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._open:
+            self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._open:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._open:
+            self._inner.resume_writing()
+
+
+# -- HTTP ---------------------------------------------------------------------------------
+
+
+def reply_response(reply: Reply) -> web.Response:
+    return web.json_response(reply.as_json(), status=STATUS_HTTP.get(reply.status, 500))
+
+
+def build_app(executor: Executor) -> web.Application:
+    async def audit_bad_request(reason: str) -> Reply:
+        await executor.audit.append(actor="unverified", action="request", decision="bad_request", outcome=reason)
+        return Reply("bad_request", reason)
+
+    @web.middleware
+    async def json_errors(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            reply = await audit_bad_request(f"{exc.status} {exc.reason}")
+            return web.json_response(reply.as_json(), status=exc.status)
+
+    async def handle_request(request: web.Request) -> web.Response:
+        if request.content_type != CONTENT_TYPE:
+            reply = await audit_bad_request(f"the content type must be {CONTENT_TYPE}")
+            return web.json_response(reply.as_json(), status=415)
+        body = await request.read()  # aiohttp refuses more than MAX_BODY with 413
+        try:
+            token = body.decode("ascii").strip()
+        except UnicodeDecodeError:
+            return reply_response(await audit_bad_request("the body must be a compact JWS (ASCII)"))
+        if not token:
+            return reply_response(await audit_bad_request("the body is empty: send the signed token"))
+        return reply_response(await executor.handle(token))
+
+    async def health(request: web.Request) -> web.Response:
+        head = await executor.audit.head()
+        return web.json_response({"status": "ok", "audit_seq": head.seq})
+
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
+    app.router.add_post(PATH, handle_request)
+    app.router.add_get("/v1/health", health)
+    return app
+
+
+# -- start-up and shutdown ----------------------------------------------------------------
+
+
+def load_policy(settings: ExecutorSettings) -> Policy:
+    try:
+        file = load_policy_file(settings.policy) if settings.policy is not None else None
+        return Policy.from_settings(
+            admins=settings.admins,
+            approvers=settings.approvers,
+            operators=settings.operators,
+            viewers=settings.viewers,
+            containers=settings.container_allowlist,
+            vms=settings.vm_allowlist,
+            nodes=settings.node_allowlist,
+            read_only=settings.read_only,
+            allow_dangerous_ops=settings.allow_dangerous_ops,
+            file=file,
+        )
+    except PolicyError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def load_trusted_keys(settings: ExecutorSettings) -> dict[str, Any]:
+    trusted: dict[str, Any] = {}
+    for path in settings.trusted_keys:
+        try:
+            trusted[path.stem] = load_public_key(path)
+        except KeyFileError as exc:
+            raise StartupError(f"WINGMAN_TRUSTED_KEYS: {exc}") from None
+    return trusted
+
+
+class Daemon:
+    """One running executor: its store, its socket, its background jobs."""
+
+    def __init__(self, settings: ExecutorSettings) -> None:
+        self.settings = settings
+        self.executor: Executor | None = None
+        self._runner: web.AppRunner | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._audit: AuditStore | None = None
+        self._engine: Any = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        policy = load_policy(settings)
+        trusted = load_trusted_keys(settings)
+        try:
+            audit_key = load_or_create_signing_key(settings.audit_key_path)
+        except KeyFileError as exc:
+            raise StartupError(f"WINGMAN_AUDIT_KEY: {exc}") from None
+        try:
+            self._audit = await AuditStore.open(settings.database_url)
+            self._engine = make_engine(normalize_url(settings.database_url), writer=True)
+            await upgrade_schema(self._engine, MIGRATIONS)
+        except AuditError as exc:
+            raise StartupError(f"WINGMAN_DB_URL: {exc}") from None
+        self.executor = Executor(
+            policy=policy,
+            audit=self._audit,
+            engine=self._engine,
+            trusted=trusted,
+            audit_key=audit_key,
+            export_path=settings.export_path,
+            approval_ttl=settings.approval_ttl_seconds,
+        )
+        sock = bind_socket(settings.socket_path)
+        self._runner = web.AppRunner(build_app(self.executor), handle_signals=False, access_log=None)
+        await self._runner.setup()
+        allowed = frozenset({os.getuid(), *settings.allowed_uids})
+        http = self._runner.server
+        assert http is not None
+        self._server = await asyncio.get_running_loop().create_unix_server(
+            lambda: PeerChecked(http(), allowed, self._refuse_peer), sock=sock
+        )
+        self._sweeper = asyncio.create_task(self._sweep(), name="approval-expiry")
+        await self._audit.append(actor="system", action="executor.start", decision="done", params={"socket": str(settings.socket_path)})
+        log.info("executor listening on %s", settings.socket_path)
+        if not trusted:
+            log.warning("WINGMAN_TRUSTED_KEYS is empty: every request will be refused")
+
+    def _refuse_peer(self, uid: int) -> None:
+        log.warning("refused a connection from uid %s", uid)
+        if self._audit is not None:
+            task = asyncio.ensure_future(
+                self._audit.append(actor=f"uid:{uid}", action="connect", decision="refused", outcome="uid not allowed")
+            )
+            task.add_done_callback(lambda t: t.exception())
+
+    async def _sweep(self) -> None:
+        assert self.executor is not None
+        while True:
+            await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
+            with contextlib.suppress(Exception):
+                await self.executor.expire_due()
+                await self.executor.replay.forget_expired(self.executor.clock())
+
+    async def stop(self) -> None:
+        """Stop accepting, finish running actions (bounded), checkpoint, close."""
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self.executor is not None:
+            self.executor.outbox.wake()
+            await self.executor.drain(SHUTDOWN_GRACE)
+        if self._runner is not None:
+            await self._runner.shutdown()
+            await self._runner.cleanup()
+        if self.executor is not None:
+            await self.executor.close()
+        if self._audit is not None:
+            try:
+                await self._audit.append(actor="system", action="executor.stop", decision="done")
+                if self.executor is not None:
+                    head = await self._audit.head()
+                    write_checkpoint(head, self.settings.export_path, self.executor.audit_key, datetime.now(timezone.utc))
+            except (AuditError, OSError) as exc:
+                log.error("could not write the shutdown checkpoint: %s", exc)
+            await self._audit.close()
+        if self._engine is not None:
+            await self._engine.dispose()
+        with contextlib.suppress(OSError):
+            self.settings.socket_path.unlink()
+
+
+async def serve(settings: ExecutorSettings, *, ready: Callable[[], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT."""
+    daemon = Daemon(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await daemon.start()
+        if ready is not None:
+            ready()
+        await stopping.wait()
+    finally:
+        await daemon.stop()

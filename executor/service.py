@@ -1,0 +1,327 @@
+"""The executor's decision path: verify, de-duplicate, decide, run or wait for approval, audit.
+
+``Executor.handle(token)`` is the whole of it: the HTTP layer only moves bytes. Nothing
+reaches an action handler before the token verified, its id was never seen before and
+policy said yes; every request, valid or not, leaves an audit entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from audit import AuditError, AuditStore
+from audit.canonical import CanonicalError, canonical_json
+from audit.signing import SigningKey
+from executor import actions
+from executor.approvals import APPROVED, CANCELLED, DONE, FAILED, REJECTED, RUNNING, Approval, Approvals, Vote
+from executor.errors import ActionFailed, ActionRefused, Unavailable
+from executor.outbox import Outbox
+from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier
+from executor.replay import ReplayGuard
+from policy import Policy, Role, Verdict, decide, may_approve
+
+log = logging.getLogger("wingman.executor")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: str
+    reason: str
+    request_id: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": self.status, "reason": self.reason, "request_id": self.request_id, "result": self.result}
+
+
+class Executor:
+    """Everything the daemon knows, and the one entry point that uses it."""
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        audit: AuditStore,
+        engine: AsyncEngine,
+        trusted: dict[str, Ed25519PublicKey],
+        audit_key: SigningKey,
+        export_path: Path,
+        approval_ttl: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy
+        self.audit = audit
+        self.audit_key = audit_key
+        self.trusted_audit_keys = {audit_key.kid: audit_key.public}
+        self.export_path = export_path
+        self.approvals = Approvals(engine)
+        self.outbox = Outbox(engine)
+        self.replay = ReplayGuard(engine)
+        self.clock = clock
+        self._verifier = TokenVerifier(trusted)
+        self._approval_ttl = approval_ttl
+        self._running: set[asyncio.Task[None]] = set()
+
+    # -- the entry point -------------------------------------------------------------------
+
+    async def handle(self, token: str) -> Reply:
+        request_id = secrets.token_hex(8)
+        now = self.clock()
+        try:
+            request = self._verifier.verify(token, now)
+            if not await self.replay.claim(request.jti, request.exp):
+                raise TokenRejected("this token was already used (replay)")
+        except TokenRejected as exc:
+            await self._record("unverified", "request", exc.status, None, {}, exc.reason, request_id)
+            return Reply(exc.status, exc.reason, request_id)
+        try:
+            if request.action in PROTOCOL_ACTIONS:
+                return await self._protocol_action(request, request_id)
+            return await self._catalogue_action(request, request_id)
+        except (AuditError, SQLAlchemyError, OSError) as exc:
+            log.error("request %s failed on the database: %s", request_id, exc)
+            return Reply("unavailable", "the executor's database is unavailable; try again shortly", request_id)
+
+    async def _record(
+        self,
+        actor: str,
+        action: str,
+        decision: str,
+        target: str | None,
+        params: dict[str, Any],
+        outcome: str | None,
+        request_id: str,
+    ) -> None:
+        await self.audit.append(
+            actor=actor, action=action, decision=decision, target=target, params=params, outcome=outcome, request_id=request_id
+        )
+
+    # -- catalogue actions -----------------------------------------------------------------
+
+    async def _catalogue_action(self, request: Request, request_id: str) -> Reply:
+        if request.user_id is None:
+            return await self._refuse(request, request_id, "bad_request", "the client may only use outbox.* as itself")
+        args = request.args
+        target = args.get("target")
+        shown_target = None if target is None else _safe_text(target)
+        if not (target is None or isinstance(target, (str, int))) or isinstance(target, bool):
+            return await self._refuse(request, request_id, "bad_request", "args.target must be a name or a number")
+        decision = decide(self.policy, user_id=request.user_id, action=request.action, target=target)
+        params = _audit_params(args)
+        if decision.verdict is Verdict.DENY:
+            await self._record(request.actor, request.action, "denied", shown_target, params, decision.reason, request_id)
+            return Reply("denied", decision.reason, request_id)
+        if decision.verdict is Verdict.NEEDS_APPROVAL:
+            approval = await self.approvals.create(
+                action=request.action,
+                target=shown_target,
+                args=args,
+                requester=request.actor,
+                context=request.chat,
+                tier=int(decision.tier or 0),
+                approvals_needed=decision.approvals_needed,
+                request_id=request_id,
+                now=self.clock(),
+                ttl=self._approval_ttl,
+            )
+            await self._record(
+                request.actor, request.action, "needs_approval", shown_target, {**params, "approval": approval.id},
+                decision.reason, request_id,
+            )  # fmt: skip
+            await self._notify_approval("approval.requested", approval)
+            return Reply("pending", decision.reason, request_id, {"approval": approval.as_json()})
+        if (decision.tier or 0) > 0:
+            # Written before acting, so even a crash mid-action leaves the attempt on record.
+            await self._record(request.actor, request.action, "allowed", shown_target, params, None, request_id)
+        return await self._run(request.actor, request.action, args, request_id, shown_target, params, request.user_id)
+
+    async def _run(
+        self,
+        actor: str,
+        action: str,
+        args: dict[str, Any],
+        request_id: str,
+        target: str | None,
+        params: dict[str, Any],
+        user_id: int,
+        approval: Approval | None = None,
+    ) -> Reply:
+        handler = actions.HANDLERS.get(action)
+        try:
+            if handler is None:
+                raise Unavailable(f"{action} is not available on this executor yet")
+            result = await handler(self, actions.Call(user_id=user_id, args=args, approval=approval))
+        except ActionRefused as exc:
+            await self._record(actor, action, "refused", target, params, exc.reason, request_id)
+            return Reply(exc.status, exc.reason, request_id)
+        except (ActionFailed, Unavailable) as exc:
+            await self._record(actor, action, "failed", target, params, exc.reason, request_id)
+            return Reply(exc.status, exc.reason, request_id)
+        await self._record(actor, action, "executed", target, params, result.summary, request_id)
+        return Reply("done", result.summary, request_id, result.data)
+
+    # -- approvals and the outbox ----------------------------------------------------------
+
+    async def _protocol_action(self, request: Request, request_id: str) -> Reply:
+        if request.action.startswith("outbox."):
+            if request.user_id is not None:
+                return await self._refuse(request, request_id, "denied", "only the bot itself reads the outbox")
+            return await self._outbox_action(request, request_id)
+        if request.user_id is None:
+            return await self._refuse(request, request_id, "bad_request", "approvals are decided by people, not the bot")
+        approval_id = request.args.get("id")
+        if not isinstance(approval_id, str) or not approval_id.isalnum() or len(approval_id) > 32:
+            return await self._refuse(request, request_id, "bad_request", "args.id must name an approval")
+        user = request.user_id
+        now = self.clock()
+
+        if request.action == "approval.approve":
+            def check(approval: Approval) -> tuple[bool, str]:
+                voters = frozenset(int(v.removeprefix("tg:")) for v in approval.votes)
+                verdict = may_approve(
+                    self.policy, approver_id=user, requester_id=_user_of(approval.requester), already_approved_by=voters
+                )
+                return verdict.allowed, verdict.reason
+
+            vote = await self.approvals.vote(approval_id, request.actor, now, check)
+        elif request.action == "approval.reject":
+            def check(approval: Approval) -> tuple[bool, str]:
+                role = self.policy.role_of(user)
+                if request.actor == approval.requester:
+                    return False, "you cannot reject your own request; cancel it instead"
+                if role is None or role < Role.APPROVER:
+                    return False, "only approvers can reject requests"
+                return True, ""
+
+            vote = await self.approvals.decide(approval_id, request.actor, REJECTED, now, check)
+        else:
+            def check(approval: Approval) -> tuple[bool, str]:
+                if request.actor != approval.requester:
+                    return False, "only the requester can cancel a request"
+                return True, ""
+
+            vote = await self.approvals.decide(approval_id, request.actor, CANCELLED, now, check)
+        return await self._after_vote(request, request_id, approval_id, vote)
+
+    async def _after_vote(self, request: Request, request_id: str, approval_id: str, vote: Vote) -> Reply:
+        approval = vote.approval
+        target = approval.target if approval else None
+        params = {"approval": approval_id}
+        refused = vote.outcome in ("unknown", "refused", "changed", "closed", "expired")
+        await self._record(
+            request.actor, request.action, vote.outcome if not refused else "refused", target, params,
+            vote.reason if refused else None, request_id,
+        )  # fmt: skip
+        if approval is None:
+            return Reply("denied", vote.reason, request_id)
+        if vote.outcome == "expired":
+            await self._notify_approval("approval.expired", approval)
+        if refused:
+            status = "conflict" if vote.outcome in ("closed", "expired") else "denied"
+            return Reply(status, vote.reason, request_id, {"approval": approval.as_json()})
+        if vote.outcome == "counted":
+            await self._notify_approval("approval.updated", approval)
+            return Reply("pending", vote.reason, request_id, {"approval": approval.as_json()})
+        if vote.outcome in (REJECTED, CANCELLED):
+            await self._notify_approval("approval.decided", approval)
+            return Reply("done", f"request {vote.outcome}", request_id, {"approval": approval.as_json()})
+        # This vote completed the approval: run it, once, in the background.
+        await self._notify_approval("approval.decided", approval)
+        task = asyncio.create_task(self._execute_approved(approval), name=f"approval-{approval.id}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return Reply("done", "approved; running now", request_id, {"approval": approval.as_json()})
+
+    async def _execute_approved(self, approval: Approval) -> None:
+        if not await self.approvals.move(approval.id, APPROVED, RUNNING, self.clock()):
+            return  # somebody else runs it (cannot happen: only the CAS winner gets here)
+        params = {**_audit_params(approval.args), "approval": approval.id, "approved_by": approval.decided_by}
+        reply = await self._run(
+            approval.requester, approval.action, approval.args, approval.request_id, approval.target, params,
+            _user_of(approval.requester), approval,
+        )  # fmt: skip
+        final = DONE if reply.status == "done" else FAILED
+        await self.approvals.move(approval.id, RUNNING, final, self.clock(), result=reply.reason)
+        finished = await self.approvals.get(approval.id)
+        if finished is not None:
+            await self._notify_approval("approval.finished", finished, extra={"outcome": reply.as_json()})
+
+    async def _notify_approval(self, kind: str, approval: Approval, extra: dict[str, Any] | None = None) -> None:
+        payload = {"approval": approval.as_json(), **(extra or {})}
+        now = self.clock()
+        await self.outbox.add(kind, payload, now=now, ref=approval.id)
+        chat = approval.context
+        if chat.get("private") and isinstance(chat.get("chat_id"), int):
+            await self.outbox.add(kind, payload, now=now, chat_id=chat["chat_id"], ref=approval.id)
+
+    async def expire_due(self) -> list[Approval]:
+        """Expire approvals past their time, audit it and tell the chat (run every minute)."""
+        expired = await self.approvals.expire_due(self.clock())
+        for approval in expired:
+            await self._record("system", "approval.expire", "expired", approval.target, {"approval": approval.id}, None, approval.request_id)
+            await self._notify_approval("approval.expired", approval)
+        return expired
+
+    async def _outbox_action(self, request: Request, request_id: str) -> Reply:
+        if request.action == "outbox.poll":
+            wait, limit = request.args.get("wait", 0), request.args.get("limit", 100)
+            if not _number(wait) or not _number(limit) or not isinstance(limit, int):
+                return await self._refuse(request, request_id, "bad_request", "args.wait and args.limit must be numbers")
+            events = await self.outbox.poll(limit=limit, wait=float(wait))
+            return Reply("done", f"{len(events)} notifications", request_id, {"notifications": [e.as_json() for e in events]})
+        ids = request.args.get("ids")
+        if not isinstance(ids, list) or not all(_number(i) and isinstance(i, int) for i in ids):
+            return await self._refuse(request, request_id, "bad_request", "args.ids must be a list of notification ids")
+        acked = await self.outbox.ack(ids, now=self.clock())
+        return Reply("done", f"{acked} acknowledged", request_id, {"acknowledged": acked})
+
+    async def _refuse(self, request: Request, request_id: str, status: str, reason: str) -> Reply:
+        target = request.args.get("target")
+        shown = None if target is None else _safe_text(target)
+        await self._record(request.actor, request.action, status, shown, _audit_params(request.args), reason, request_id)
+        return Reply(status, reason, request_id)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (bounded) for approved actions still running."""
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=timeout)
+
+    async def close(self) -> None:
+        await self.replay.close()
+        self.outbox.wake()
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _user_of(actor: str) -> int:
+    return int(actor.removeprefix("tg:"))
+
+
+def _safe_text(value: object) -> str:
+    """Client-supplied text as the audit can hold it: bounded, no NUL, no lone surrogates."""
+    text = str(value)[:200].replace("\x00", "\\0")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _audit_params(args: dict[str, Any]) -> dict[str, Any]:
+    """The request's arguments as the audit can hold them (no floats, bounded size)."""
+    try:
+        text = canonical_json(args)
+    except CanonicalError:
+        return {"unencodable_args": repr(args)[:500]}
+    if len(text) > 4000:
+        return {"args_truncated": text[:4000]}
+    return args

@@ -1,0 +1,72 @@
+"""The notification outbox: at least once, in order, across a bot or executor restart."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.executor.conftest import ADMIN, OPERATOR, Harness
+
+
+async def produce(harness: Harness, count: int) -> list[int]:
+    ids = []
+    for n in range(count):
+        ids.append(await harness.executor.outbox.add("report", {"n": n}, now=0.0, chat_id=-100 if n % 2 else None))
+    return ids
+
+
+async def test_an_unacknowledged_event_is_delivered_again_in_order(harness: Harness) -> None:
+    ids = await produce(harness, 5)
+    bot = harness.client()
+    first = await bot.poll(wait=0)
+    assert [e["id"] for e in first] == ids and [e["payload"]["n"] for e in first] == list(range(5))
+    await bot.ack(ids[:2])  # the bot dies after posting two of them
+    await bot.close()
+    restarted = harness.client()
+    again = await restarted.poll(wait=0)
+    assert [e["id"] for e in again] == ids[2:]
+    await restarted.ack(ids[2:])
+    assert await restarted.poll(wait=0) == []
+
+
+async def test_undelivered_events_survive_an_executor_restart(harness: Harness) -> None:
+    ids = await produce(harness, 3)
+    await harness.restart()
+    assert [e["id"] for e in await harness.client().poll(wait=0)] == ids
+
+
+async def test_a_long_poll_wakes_when_an_event_arrives(harness: Harness) -> None:
+    bot = harness.client()
+    waiting = asyncio.create_task(bot.poll(wait=20))
+    for _ in range(100_000):  # until the poll is parked inside the executor (yields, no sleeping)
+        if harness.executor.outbox.waiting:
+            break
+        await asyncio.sleep(0)
+    assert harness.executor.outbox.waiting == 1
+    [event_id] = await produce(harness, 1)
+    events = await asyncio.wait_for(waiting, 20)
+    assert [e["id"] for e in events] == [event_id]
+
+
+async def test_only_the_bot_itself_reads_the_outbox(harness: Harness) -> None:
+    reply = await harness.client().call(ADMIN, "outbox.poll", {"wait": 0})
+    assert reply.status == "denied"
+    reply = await harness.client().call(None, "whoami")
+    assert reply.status == "bad_request"
+    reply = await harness.client().call(None, "approval.approve", {"id": "abc"})
+    assert reply.status == "bad_request"
+
+
+async def test_bad_outbox_arguments_are_refused(harness: Harness) -> None:
+    client = harness.client()
+    for action, args in (("outbox.poll", {"wait": "soon"}), ("outbox.poll", {"limit": True}), ("outbox.ack", {"ids": "1,2"})):
+        reply = await client.call(None, action, args)
+        assert reply.status == "bad_request", (action, args, reply)
+
+
+async def test_help_lists_only_what_the_user_may_run(harness: Harness) -> None:
+    operator = await harness.client().call(OPERATOR, "help")
+    admin = await harness.client().call(ADMIN, "help")
+    names = lambda r: {c["action"] for c in r.result["commands"]}  # noqa: E731
+    assert "verify" in names(admin) and "verify" not in names(operator)
+    assert "audit" not in names(operator)
+    assert names(operator) <= names(admin)

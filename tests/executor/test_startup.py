@@ -1,0 +1,76 @@
+"""Starting and stopping ``wingman executor`` as an operator does: one line on error, clean SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from audit import generate_key_pair
+from executor.errors import StartupError
+from tests.audit.test_cli import wingman
+from tests.executor.conftest import Harness
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_policy_file_that_does_not_parse_stops_the_daemon_naming_the_line(tmp_path: Path, socket_dir: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("roles:\n  admins: [1]\nactions:\n  exec: {tier: 1}\n")
+    result = wingman("executor", cwd=tmp_path, WINGMAN_POLICY=str(policy), WINGMAN_SOCKET=str(socket_dir / "x.sock"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"wingman: {policy}:4: ") and "exec" in line
+    assert not (socket_dir / "x.sock").exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"WINGMAN_TRUSTED_KEYS": "/nonexistent/bot.pub"}, "WINGMAN_TRUSTED_KEYS: /nonexistent/bot.pub: no such key file"),
+        ({"WINGMAN_DB_URL": "mysql://x/y"}, "WINGMAN_DB_URL:"),
+        ({"WINGMAN_APPROVAL_TTL_SECONDS": "-5"}, "WINGMAN_APPROVAL_TTL_SECONDS:"),
+    ],
+)
+def test_bad_settings_stop_the_daemon_with_one_line(tmp_path: Path, socket_dir: Path, env: dict[str, str], needle: str) -> None:
+    result = wingman("executor", cwd=tmp_path, WINGMAN_SOCKET=str(socket_dir / "x.sock"), **env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert needle in line
+
+
+def test_sigterm_shuts_down_cleanly_with_a_checkpoint(tmp_path: Path, socket_dir: Path) -> None:
+    generate_key_pair(tmp_path / "keys", "bot")
+    sock = socket_dir / "executor.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WINGMAN_")}
+    env.update(PYTHONPATH=str(ROOT), WINGMAN_SOCKET=str(sock), WINGMAN_TRUSTED_KEYS=str(tmp_path / "keys" / "bot.pub"))
+    daemon = subprocess.Popen([sys.executable, "-m", "wingman", "executor"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert daemon.stderr is not None
+        for line in daemon.stderr:  # the daemon says when it listens
+            if "executor listening on" in line:
+                break
+        assert sock.is_socket()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert not sock.exists()
+    checkpoints = sorted((tmp_path / "data" / "audit" / "checkpoints").glob("checkpoint-*.json"))
+    assert checkpoints and json.loads(checkpoints[-1].read_text())["seq"] == 2  # executor.start, executor.stop
+    assert wingman("audit", "verify", cwd=tmp_path).returncode == 0
+
+
+async def test_a_second_daemon_on_a_live_socket_refuses_to_start(harness: Harness) -> None:
+    second = Harness(harness.home, harness.settings.socket_path.parent, harness.bot_key, {})
+    with pytest.raises(StartupError, match="another executor is already serving"):
+        await second.start()
+    assert (await harness.client().call(1, "whoami")).status == "done"
