@@ -13,8 +13,10 @@ survives a crash of the process or the machine.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from audit.batching import GroupCommit
 from audit.canonical import encode_text, canonical_json, chain_hash, entry_object, format_ts
 from audit.errors import AuditError, StoreUnavailable
-from audit.schema import ROW_COLUMNS, audit_head, audit_log
+from audit.schema import ROW_COLUMNS, ROW_FIELDS, audit_head, audit_log
 
 Row = tuple[Any, ...]  # in the order of audit.schema.ROW_FIELDS
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -334,6 +336,11 @@ class AuditStore:
     @contextlib.asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Snapshot]:
         """A consistent read view: the head and the rows as of one moment."""
+        path = sqlite_path(self.url)
+        if path is not None:
+            async with _sqlite_snapshot(self, path) as snapshot:
+                yield snapshot
+            return
         try:
             async with self._reader_engine.connect() as conn:
                 async with conn.begin():
@@ -385,3 +392,70 @@ class Snapshot:
             query = query.where(audit_log.c.seq < first_newer)
         value = (await self._conn.execute(query)).scalar_one()
         return None if value is None else int(value)
+
+
+_ROW_SQL = f"SELECT {', '.join(ROW_FIELDS)} FROM audit_log WHERE seq > ? AND seq <= ? ORDER BY seq"
+_NO_END = 2**63 - 1
+
+
+class _SqliteSnapshot(Snapshot):
+    """The same view read with the sqlite3 module directly, batches fetched in a thread.
+
+    Verification streams every row, and SQLAlchemy's row objects cost more than hashing
+    them; plain sqlite3 tuples in one read transaction keep it within reach of the floor.
+    """
+
+    def __init__(self, store: AuditStore, connection: sqlite3.Connection, head: Head) -> None:
+        self.store = store
+        self.head = head
+        self._db = connection
+
+    async def batches(
+        self, *, after_seq: int = 0, through_seq: int | None = None, batch: int = STREAM_BATCH
+    ) -> AsyncIterator[list[Row]]:
+        cursor = self._db.execute(_ROW_SQL, (after_seq, _NO_END if through_seq is None else through_seq))
+        try:
+            while rows := await asyncio.to_thread(cursor.fetchmany, batch):
+                yield rows
+        except sqlite3.Error as exc:
+            raise _unavailable(self.store.url, exc) from None
+        finally:
+            cursor.close()
+
+    async def rows_before(self, cutoff_ts: str) -> int | None:
+        (first_newer,) = self._db.execute("SELECT min(seq) FROM audit_log WHERE ts >= ?", (cutoff_ts,)).fetchone()
+        (value,) = self._db.execute(
+            "SELECT max(seq) FROM audit_log WHERE ts < ? AND seq < ?",
+            (cutoff_ts, _NO_END if first_newer is None else first_newer),
+        ).fetchone()
+        return None if value is None else int(value)
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_snapshot(store: AuditStore, path: Path) -> AsyncIterator[Snapshot]:
+    def open_view() -> tuple[sqlite3.Connection, Head]:
+        connection = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False,
+            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+        )  # fmt: skip
+        connection.text_factory = _lenient_text
+        try:
+            connection.execute("BEGIN")  # one snapshot for every read below
+            row = connection.execute("SELECT chain_id, seq, entry_hash FROM audit_head").fetchone()
+        except sqlite3.Error as exc:
+            connection.close()
+            if "no such table" in str(exc):
+                raise StoreUnavailable(
+                    f"{describe(store.url)}: no audit tables here (not a Wingman database, or never started)"
+                ) from None
+            raise _unavailable(store.url, exc) from None
+        if row is None:
+            connection.close()
+            raise StoreUnavailable(f"{describe(store.url)}: the audit_head row is missing")
+        return connection, Head(*row)
+
+    connection, head = await asyncio.to_thread(open_view)
+    try:
+        yield _SqliteSnapshot(store, connection, head)
+    finally:
+        connection.close()
