@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 from audit import verify_chain
 from audit.verify import VerifyReport
 from executor.approvals import Approval
-from executor.errors import ActionRefused
-from policy import allowed_actions
+from executor.deploy import Deployer, DeployResult
+from executor.docker_driver import LOG_LINES_DEFAULT, LOG_LINES_MAX, DockerDriver, Progress, format_duration, no_progress
+from executor.errors import ActionRefused, Unavailable
+from policy import allowed_actions, container_visible
 
 if TYPE_CHECKING:
     from executor.service import Executor
@@ -30,6 +32,15 @@ class Call:
     user_id: int
     args: dict[str, Any]
     approval: Approval | None = None
+    progress: Progress = no_progress
+
+    @property
+    def actor(self) -> str:
+        return f"tg:{self.user_id}"
+
+    @property
+    def approved_by(self) -> str | None:
+        return self.approval.decided_by if self.approval is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +107,105 @@ async def verify(executor: Executor, call: Call) -> Result:
     return Result(report.summary(), data)
 
 
+# -- Docker -------------------------------------------------------------------------------
+
+
+def _docker(executor: Executor) -> DockerDriver:
+    if executor.docker is None:
+        raise Unavailable("Docker is not configured on this executor")
+    return executor.docker
+
+
+def _deployer(executor: Executor) -> Deployer:
+    if executor.deployer is None:
+        raise Unavailable("Docker is not configured on this executor")
+    return executor.deployer
+
+
+def _target(call: Call) -> str:
+    target = call.args.get("target")
+    if not isinstance(target, str):
+        raise ActionRefused("name the container, e.g. /restart web")
+    return target
+
+
+async def status(executor: Executor, call: Call) -> Result:
+    target = call.args.get("target")
+    if target is not None and not isinstance(target, str):
+        raise ActionRefused("name the container, e.g. /status web")
+    found = await _docker(executor).status(lambda name: container_visible(executor.policy, name), target)
+    listed = [
+        {
+            "name": c.name, "state": c.state, "health": c.health, "image": c.image, "image_id": c.image_id,
+            "uptime": format_duration(c.uptime_seconds) if c.uptime_seconds is not None else None,
+            "restart_count": c.restart_count, "exit_code": c.exit_code, "summary": c.summary(),
+        }
+        for c in found
+    ]  # fmt: skip
+    return Result(f"{len(listed)} containers", {"containers": listed})
+
+
+async def logs(executor: Executor, call: Call) -> Result:
+    lines = _count(call.args.get("lines"), LOG_LINES_DEFAULT, 10**6, "lines")
+    found = await _docker(executor).logs(_target(call), min(lines, LOG_LINES_MAX))
+    capped = found.capped or lines > LOG_LINES_MAX
+    note = f" (capped at {LOG_LINES_MAX})" if capped else ""
+    return Result(f"{len(found.lines)} log lines of {found.name}{note}", {"name": found.name, "lines": found.lines, "capped": capped})
+
+
+async def restart(executor: Executor, call: Call) -> Result:
+    outcome = await _docker(executor).restart(_target(call), actor=call.actor, progress=call.progress)
+    return Result(outcome.summary, {"changed": outcome.changed, "status": outcome.status.summary()})
+
+
+async def start(executor: Executor, call: Call) -> Result:
+    outcome = await _docker(executor).start(_target(call), actor=call.actor, progress=call.progress)
+    return Result(outcome.summary, {"changed": outcome.changed, "status": outcome.status.summary()})
+
+
+async def stop(executor: Executor, call: Call) -> Result:
+    outcome = await _docker(executor).stop(_target(call), actor=call.actor, progress=call.progress)
+    return Result(outcome.summary, {"changed": outcome.changed, "status": outcome.status.summary()})
+
+
+def _deployed(result: DeployResult) -> Result:
+    return Result(
+        result.summary,
+        {
+            "deployment": result.deployment_id,
+            "previous": {"tag": result.previous.tag, "id": result.previous.id},
+            "current": {"tag": result.current.tag, "id": result.current.id},
+            "seconds": round(result.seconds, 1),
+            "verdict": result.verdict,
+        },
+    )
+
+
+async def deploy(executor: Executor, call: Call) -> Result:
+    image = call.args.get("image")
+    if not isinstance(image, str):
+        raise ActionRefused("name the image, e.g. /deploy web nginx:1.27")
+    result = await _deployer(executor).deploy(
+        _target(call), image, requested_by=call.actor, approved_by=call.approved_by, progress=call.progress
+    )
+    return _deployed(result)
+
+
+async def rollback(executor: Executor, call: Call) -> Result:
+    result = await _deployer(executor).rollback(
+        _target(call), requested_by=call.actor, approved_by=call.approved_by, progress=call.progress
+    )
+    return _deployed(result)
+
+
 HANDLERS: dict[str, Handler] = {
+    "status": status,
+    "logs": logs,
+    "restart": restart,
+    "start": start,
+    "stop": stop,
+    "deploy": deploy,
+    "rollback": rollback,
     "whoami": whoami,
     "help": help_,
     "pending": pending,

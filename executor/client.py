@@ -72,8 +72,9 @@ class ExecutorClient:
         reply = await self.call(None, "outbox.poll", {"wait": wait, "limit": limit})
         return list(reply.result.get("notifications", []))
 
-    async def ack(self, ids: list[int]) -> int:
-        reply = await self.call(None, "outbox.ack", {"ids": ids})
+    async def ack(self, ids: list[int], posted: list[dict[str, int]] | None = None) -> int:
+        """Confirm delivery; ``posted`` lists messages created: {id, chat_id, message_id}."""
+        reply = await self.call(None, "outbox.ack", {"ids": ids, "posted": posted or []})
         return int(reply.result.get("acknowledged", 0))
 
     async def close(self) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from executor.schema import notifications
+from executor.schema import chat_messages, notifications
 
 MAX_WAIT = 30.0
 MAX_LIMIT = 100
@@ -30,9 +31,18 @@ class Notification:
     kind: str
     ref: str | None
     payload: dict[str, Any]
+    # Messages already showing ``ref``, by chat id: the bot edits these instead of posting.
+    messages: dict[int, int] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "chat_id": self.chat_id, "kind": self.kind, "ref": self.ref, "payload": self.payload}
+        return {
+            "id": self.id,
+            "chat_id": self.chat_id,
+            "kind": self.kind,
+            "ref": self.ref,
+            "payload": self.payload,
+            "messages": {str(chat): message for chat, message in self.messages.items()},
+        }
 
 
 class Outbox:
@@ -76,12 +86,32 @@ class Outbox:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [Notification(r.id, r.chat_id, r.kind, r.ref, json.loads(r.payload)) for r in rows]
+            refs = {r.ref for r in rows if r.ref is not None}
+            shown: dict[str, dict[int, int]] = {}
+            if refs:
+                known = await conn.execute(select(chat_messages).where(chat_messages.c.ref.in_(refs)))
+                for ref, chat_id, message_id in known:
+                    shown.setdefault(ref, {})[chat_id] = message_id
+        return [
+            Notification(r.id, r.chat_id, r.kind, r.ref, json.loads(r.payload), dict(shown.get(r.ref, {})))
+            for r in rows
+        ]
 
-    async def ack(self, ids: list[int], *, now: float) -> int:
+    async def ack(self, ids: list[int], *, now: float, posted: Sequence[tuple[int, int, int]] = ()) -> int:
+        """Mark ``ids`` delivered; ``posted`` holds (notification id, chat id, message id) of
+        messages the bot created, so later events about the same subject edit them."""
         if not ids:
             return 0
         async with self._engine.begin() as conn:
+            for notification_id, chat_id, message_id in posted:
+                ref = (
+                    await conn.execute(select(notifications.c.ref).where(notifications.c.id == notification_id))
+                ).scalar_one_or_none()
+                if ref is None:
+                    continue
+                where = (chat_messages.c.ref == ref) & (chat_messages.c.chat_id == chat_id)
+                await conn.execute(delete(chat_messages).where(where))
+                await conn.execute(insert(chat_messages).values(ref=ref, chat_id=chat_id, message_id=message_id))
             result = await conn.execute(
                 update(notifications)
                 .where(notifications.c.id.in_(ids), notifications.c.delivered_at.is_(None))

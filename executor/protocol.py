@@ -30,7 +30,11 @@ Request
     name or vmid, plus e.g. ``image``, ``lines``, ``n``), and these protocol actions:
     ``approval.approve``, ``approval.reject``, ``approval.cancel`` (``args: {"id": …}``),
     ``outbox.poll`` (``args: {"wait": seconds <= 30, "limit": n <= 100}``) and
-    ``outbox.ack`` (``args: {"ids": [...]}``). ``chat`` is the context answers go to:
+    ``outbox.ack`` (``args: {"ids": [...], "posted": [{"id", "chat_id", "message_id"}]}``:
+    the notifications delivered, and the messages the client created for them). Each
+    polled notification is ``{"id", "chat_id" (null: the team chat), "kind", "ref",
+    "payload", "messages": {"<chat id>": <message id>}}``: ``messages`` are the messages
+    already showing ``ref``, to be edited rather than posted again. ``chat`` is the context answers go to:
     ``{"chat_id": int, "message_id": int | null, "private": bool}``.
 
 Response

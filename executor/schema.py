@@ -60,3 +60,13 @@ notifications = Table(
     Column("created_at", Float, nullable=False),
     Column("delivered_at", Float, nullable=True, index=True),
 )
+
+# The chat messages that show a notification's subject (an approval…), so later events
+# about it edit those messages in place. The bot reports them when it acknowledges.
+chat_messages = Table(
+    "chat_messages",
+    metadata,
+    Column("ref", Text, primary_key=True),
+    Column("chat_id", BigInteger, primary_key=True),
+    Column("message_id", BigInteger, nullable=False),
+)

@@ -28,6 +28,9 @@ from aiohttp import web
 from audit import AuditError, AuditStore, load_public_key, write_checkpoint
 from audit.signing import KeyFileError, load_or_create_signing_key
 from audit.store import make_engine, normalize_url, upgrade_schema
+from executor.deploy import Deployer
+from executor.deployments import DeploymentStore
+from executor.docker_driver import DockerDriver
 from executor.errors import StartupError
 from executor.protocol import CONTENT_TYPE, MAX_BODY, PATH, STATUS_HTTP
 from executor.service import Executor, Reply
@@ -51,7 +54,9 @@ def bind_socket(path: Path) -> socket.socket:
         os.chmod(directory, 0o750)
     except OSError as exc:
         raise StartupError(f"WINGMAN_SOCKET: cannot prepare {directory}: {exc.strerror}") from None
-    if path.exists() or path.is_socket():
+    if path.exists() and not path.is_socket():
+        raise StartupError(f"WINGMAN_SOCKET: {path} exists and is not a socket; move it away or choose another path")
+    if path.is_socket():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(str(path))
@@ -209,6 +214,9 @@ class Daemon:
         self._audit: AuditStore | None = None
         self._engine: Any = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._docker: DockerDriver | None = None
+        self._bound = False  # whether the socket file is ours to remove
+        self._started = False
 
     async def start(self) -> None:
         settings = self.settings
@@ -224,6 +232,13 @@ class Daemon:
             await upgrade_schema(self._engine, MIGRATIONS)
         except AuditError as exc:
             raise StartupError(f"WINGMAN_DB_URL: {exc}") from None
+        self._docker = DockerDriver(base_url=settings.docker_host)
+        deployer = Deployer(
+            self._docker,
+            DeploymentStore(self._engine),
+            image_allowlist=settings.image_allowlist,
+            health_timeout=settings.deploy_timeout_seconds,
+        )
         self.executor = Executor(
             policy=policy,
             audit=self._audit,
@@ -232,8 +247,12 @@ class Daemon:
             audit_key=audit_key,
             export_path=settings.export_path,
             approval_ttl=settings.approval_ttl_seconds,
+            docker=self._docker,
+            deployer=deployer,
         )
         sock = bind_socket(settings.socket_path)
+        self._bound = True
+        await self._recover(deployer)
         self._runner = web.AppRunner(build_app(self.executor), handle_signals=False, access_log=None)
         await self._runner.setup()
         allowed = frozenset({os.getuid(), *settings.allowed_uids})
@@ -244,9 +263,21 @@ class Daemon:
         )
         self._sweeper = asyncio.create_task(self._sweep(), name="approval-expiry")
         await self._audit.append(actor="system", action="executor.start", decision="done", params={"socket": str(settings.socket_path)})
+        self._started = True
         log.info("executor listening on %s", settings.socket_path)
         if not trusted:
             log.warning("WINGMAN_TRUSTED_KEYS is empty: every request will be refused")
+
+    async def _recover(self, deployer: Deployer) -> None:
+        """Bring back services whose deploy a crash interrupted, before serving anyone."""
+        assert self._audit is not None and self.executor is not None
+        lines = await deployer.recover()
+        for line in lines:
+            log.warning("recovery: %s", line)
+            await self._audit.append(actor="system", action="deploy.recover", decision="done", outcome=line)
+        if lines:
+            text = "Recovered after a restart:\n" + "\n".join(f"• {line}" for line in lines)
+            await self.executor.outbox.add("recovery", {"text": text}, now=self.executor.clock())
 
     def _refuse_peer(self, uid: int) -> None:
         log.warning("refused a connection from uid %s", uid)
@@ -280,7 +311,7 @@ class Daemon:
             await self._runner.cleanup()
         if self.executor is not None:
             await self.executor.close()
-        if self._audit is not None:
+        if self._audit is not None and self._started:
             try:
                 await self._audit.append(actor="system", action="executor.stop", decision="done")
                 if self.executor is not None:
@@ -288,11 +319,15 @@ class Daemon:
                     write_checkpoint(head, self.settings.export_path, self.executor.audit_key, datetime.now(timezone.utc))
             except (AuditError, OSError) as exc:
                 log.error("could not write the shutdown checkpoint: %s", exc)
+        if self._audit is not None:
             await self._audit.close()
+        if self._docker is not None:
+            await self._docker.close()
         if self._engine is not None:
             await self._engine.dispose()
-        with contextlib.suppress(OSError):
-            self.settings.socket_path.unlink()
+        if self._bound:
+            with contextlib.suppress(OSError):
+                self.settings.socket_path.unlink()
 
 
 async def serve(settings: ExecutorSettings, *, ready: Callable[[], None] | None = None) -> None:

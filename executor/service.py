@@ -25,7 +25,9 @@ from audit.canonical import CanonicalError, canonical_json
 from audit.signing import SigningKey
 from executor import actions
 from executor.approvals import APPROVED, CANCELLED, DONE, FAILED, REJECTED, RUNNING, Approval, Approvals, Vote
-from executor.errors import ActionFailed, ActionRefused, Unavailable
+from executor.deploy import Deployer
+from executor.docker_driver import DockerActionError, DockerDriver
+from executor.errors import ActionError, Unavailable
 from executor.outbox import Outbox
 from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier
 from executor.replay import ReplayGuard
@@ -59,8 +61,12 @@ class Executor:
         export_path: Path,
         approval_ttl: float,
         clock: Callable[[], float] = time.time,
+        docker: DockerDriver | None = None,
+        deployer: Deployer | None = None,
     ) -> None:
         self.policy = policy
+        self.docker = docker
+        self.deployer = deployer
         self.audit = audit
         self.audit_key = audit_key
         self.trusted_audit_keys = {audit_key.kid: audit_key.public}
@@ -158,18 +164,32 @@ class Executor:
         approval: Approval | None = None,
     ) -> Reply:
         handler = actions.HANDLERS.get(action)
+        progress = self._progress_of(approval) if approval is not None else actions.no_progress
         try:
             if handler is None:
                 raise Unavailable(f"{action} is not available on this executor yet")
-            result = await handler(self, actions.Call(user_id=user_id, args=args, approval=approval))
-        except ActionRefused as exc:
-            await self._record(actor, action, "refused", target, params, exc.reason, request_id)
-            return Reply(exc.status, exc.reason, request_id)
-        except (ActionFailed, Unavailable) as exc:
-            await self._record(actor, action, "failed", target, params, exc.reason, request_id)
-            return Reply(exc.status, exc.reason, request_id)
+            result = await handler(self, actions.Call(user_id=user_id, args=args, approval=approval, progress=progress))
+        except (ActionError, DockerActionError) as exc:
+            # Refused and busy touched nothing; failed and unavailable say what happened.
+            decision = "refused" if exc.status in ("denied", "conflict") else "failed"
+            await self._record(actor, action, decision, target, params, exc.reason, request_id)
+            return Reply(exc.status, exc.reason, request_id, _failure_details(exc))
         await self._record(actor, action, "executed", target, params, result.summary, request_id)
         return Reply("done", result.summary, request_id, result.data)
+
+    def _progress_of(self, approval: Approval) -> actions.Progress:
+        """Progress of an approved action, shown live on its approval message."""
+
+        async def progress(stage: str, details: dict[str, Any]) -> None:
+            running = {**approval.as_json(), "state": RUNNING}
+            payload = {"approval": running, "progress": {"stage": stage, **_jsonable(details)}}
+            now = self.clock()
+            await self.outbox.add("progress", payload, now=now, ref=approval.id)
+            chat = approval.context
+            if chat.get("private") and isinstance(chat.get("chat_id"), int):
+                await self.outbox.add("progress", payload, now=now, chat_id=chat["chat_id"], ref=approval.id)
+
+        return progress
 
     # -- approvals and the outbox ----------------------------------------------------------
 
@@ -276,14 +296,19 @@ class Executor:
     async def _outbox_action(self, request: Request, request_id: str) -> Reply:
         if request.action == "outbox.poll":
             wait, limit = request.args.get("wait", 0), request.args.get("limit", 100)
-            if not _number(wait) or not _number(limit) or not isinstance(limit, int):
+            if not _number(wait) or not _whole(limit):
                 return await self._refuse(request, request_id, "bad_request", "args.wait and args.limit must be numbers")
             events = await self.outbox.poll(limit=limit, wait=float(wait))
             return Reply("done", f"{len(events)} notifications", request_id, {"notifications": [e.as_json() for e in events]})
-        ids = request.args.get("ids")
-        if not isinstance(ids, list) or not all(_number(i) and isinstance(i, int) for i in ids):
+        ids, posted = request.args.get("ids"), request.args.get("posted", [])
+        if not isinstance(ids, list) or not all(_whole(i) for i in ids):
             return await self._refuse(request, request_id, "bad_request", "args.ids must be a list of notification ids")
-        acked = await self.outbox.ack(ids, now=self.clock())
+        if not isinstance(posted, list) or not all(
+            isinstance(p, dict) and all(_whole(p.get(k)) for k in ("id", "chat_id", "message_id")) for p in posted
+        ):
+            return await self._refuse(request, request_id, "bad_request", "args.posted must list {id, chat_id, message_id}")
+        triples = [(p["id"], p["chat_id"], p["message_id"]) for p in posted]
+        acked = await self.outbox.ack(ids, now=self.clock(), posted=triples)
         return Reply("done", f"{acked} acknowledged", request_id, {"acknowledged": acked})
 
     async def _refuse(self, request: Request, request_id: str, status: str, reason: str) -> Reply:
@@ -306,8 +331,29 @@ def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _user_of(actor: str) -> int:
     return int(actor.removeprefix("tg:"))
+
+
+def _failure_details(exc: Exception) -> dict[str, Any]:
+    """What a failed deploy leaves for the chat: what it rolled back to, health and logs."""
+    details: dict[str, Any] = {}
+    for name in ("health_log", "last_logs"):
+        value = getattr(exc, name, None)
+        if value:
+            details[name] = list(value)
+    rolled_back_to = getattr(exc, "rolled_back_to", None)
+    if rolled_back_to is not None:
+        details["rolled_back_to"] = {"tag": rolled_back_to.tag, "id": rolled_back_to.id}
+    return details
+
+
+def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
+    return {k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v) for k, v in details.items()}
 
 
 def _safe_text(value: object) -> str:

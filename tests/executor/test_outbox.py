@@ -70,3 +70,20 @@ async def test_help_lists_only_what_the_user_may_run(harness: Harness) -> None:
     assert "verify" in names(admin) and "verify" not in names(operator)
     assert "audit" not in names(operator)
     assert names(operator) <= names(admin)
+
+
+async def test_messages_the_bot_posted_are_handed_back_for_later_events(harness: Harness) -> None:
+    outbox = harness.executor.outbox
+    first = await outbox.add("approval.requested", {}, now=0.0, ref="abc123")
+    await outbox.add("approval.requested", {}, now=0.0, chat_id=77, ref="abc123")
+    bot = harness.client()
+    events = await bot.poll(wait=0)
+    assert [e["messages"] for e in events] == [{}, {}]
+    await bot.ack([e["id"] for e in events], [{"id": first, "chat_id": -100, "message_id": 5}, {"id": events[1]["id"], "chat_id": 77, "message_id": 9}])
+    await outbox.add("approval.finished", {}, now=0.0, ref="abc123")
+    [later] = await bot.poll(wait=0)
+    assert later["messages"] == {"-100": 5, "77": 9}
+    # A message that could not be edited and was posted anew replaces the old one.
+    await bot.ack([later["id"]], [{"id": later["id"], "chat_id": -100, "message_id": 12}])
+    await outbox.add("approval.finished", {}, now=0.0, ref="abc123")
+    assert (await bot.poll(wait=0))[0]["messages"] == {"-100": 12, "77": 9}

@@ -1,0 +1,965 @@
+"""Deploy, rollback and crash recovery: recreate a container with only its image changed.
+
+A deploy, step by step (each docker call in the driver's thread pool, never on the loop):
+
+1. resolving — the image reference is checked (syntax, then the image policy: the same
+   repository as the running container unless the image allowlist admits it), then found
+   locally or, only when missing, pulled. A failed pull is a refusal; nothing is touched.
+2. the deployment is recorded (old container's full inspect JSON, both image ids), then
+3. stopping — the old container is stopped with its own StopSignal and StopTimeout and
+   renamed aside to ``<name>-wingman-old-<deployment id>`` (kept, not deleted);
+4. creating — the new container is created under the old name from the old one's inspect,
+   with only the image changed (see :func:`build_create_spec`) and joined to every network;
+5. starting, then waiting for health — healthy within the timeout; without a health
+   check, still running after a window. Unhealthy, an exit, a restart or the timeout fail.
+6. done — the old container is removed (its image is kept: rollback needs it). Or, on any
+   failure from step 3 on, rolling back — the new container is removed, the old one gets
+   its name back and is started again — then rolled back, and :class:`DeployFailed`.
+
+``rollback`` goes back to the image the last deploy replaced, BY IMAGE ID, through the
+same path. ``recover`` runs at start-up: every deployment recorded but not finished (the
+executor died mid-deploy) is brought to an end with the service running, and no container
+is left under a temporary name.
+
+One action per container at a time (the driver's :class:`ContainerLocks`); deploys of
+different containers run side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from docker.api.client import APIClient
+from docker.errors import APIError, NotFound
+from docker.utils import version_gte
+
+from executor.deployments import Deployment, DeploymentStore, new_deployment_id
+from executor.docker_driver import (
+    ActionFailed,
+    DeployFailed,
+    DockerActionError,
+    DockerDriver,
+    ImageRef,
+    Progress,
+    Refused,
+    explain_api_error,
+    aside_name,
+    check_container_name,
+    emit,
+    health_log_lines,
+    health_of,
+    no_progress,
+    parse_aside_name,
+    parse_docker_time,
+    short_id,
+    stop_timeout,
+)
+from policy.names import show
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEALTH_TIMEOUT = 60.0
+DEFAULT_RUNNING_WINDOW = 10.0
+RECOVERY_HOLDER = "wingman (recovery)"
+
+# -- image references ---------------------------------------------------------------------
+
+# The grammar of distribution/reference (what `docker pull` accepts), ASCII only.
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_REFERENCE = re.compile(
+    rf"(?P<name>(?:(?P<domain>{_DOMAIN})/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?"
+)
+_HEX64 = re.compile(r"(?:sha256:)?[0-9a-f]{64}")
+NAME_MAX = 255  # Docker's limit for a repository name with its domain
+REFERENCE_MAX = 512
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReference:
+    """A parsed ``[domain/]path[:tag][@digest]``; ``repository`` is fully qualified."""
+
+    text: str
+    name: str
+    tag: str | None
+    digest: str | None
+    repository: str  # docker.io/library/nginx for "nginx"
+
+    @property
+    def pull_args(self) -> tuple[str, str]:
+        """(repository, tag-or-digest) as the SDK's ``pull`` takes them."""
+        return self.name, self.digest or self.tag or "latest"
+
+
+def parse_image_reference(text: object) -> ImageReference:
+    """The parsed reference, or Refused with the reason (bad syntax, an image id, too long)."""
+    if not isinstance(text, str) or not text:
+        raise Refused(f"{show(text)} is not an image reference: give name:tag, like nginx:1.27")
+    if len(text) > REFERENCE_MAX:
+        raise Refused(f"{show(text)} is too long for an image reference")
+    if _HEX64.fullmatch(text) or text.startswith("sha256:"):
+        raise Refused(f"{show(text)} is an image id: give the image by name and tag, like app:1.2")
+    match = _REFERENCE.fullmatch(text)
+    if match is None:
+        raise Refused(
+            f"{show(text)} is not a valid image reference: name[:tag] with a lower-case name"
+            " (letters, digits, '.', '_', '-', '/') and a tag of letters, digits, '_', '.', '-'"
+        )
+    name = match.group("name")
+    if len(name) > NAME_MAX:
+        raise Refused(f"{show(text)}: the image name is longer than {NAME_MAX} characters")
+    return ImageReference(text, name, match.group("tag"), match.group("digest"), _qualified(name))
+
+
+def _qualified(name: str) -> str:
+    """docker.io/library/nginx for nginx: the form in which two names can be compared."""
+    first, sep, rest = name.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
+        return name
+    if sep:
+        return f"docker.io/{name}"
+    return f"docker.io/library/{name}"
+
+
+def _repository_of(text: str) -> str | None:
+    try:
+        return parse_image_reference(text).repository
+    except Refused:
+        return None
+
+
+def image_admitted(ref: ImageReference, patterns: Sequence[str]) -> bool:
+    """Whether an image allowlist entry admits ``ref``: an exact name, or a ``prefix*`` glob.
+
+    An exact entry matches the repository (``nginx`` and ``docker.io/library/nginx`` alike)
+    or the whole reference; a glob's prefix is compared with the name as typed and with the
+    qualified repository.
+    """
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern:
+            continue
+        if pattern.endswith("*"):
+            prefix = pattern[:-1]
+            if ref.text.startswith(prefix) or ref.name.startswith(prefix) or ref.repository.startswith(prefix):
+                return True
+        elif pattern == ref.text or pattern == ref.name or _repository_of(pattern) == ref.repository:
+            return True
+    return False
+
+
+def image_policy_problem(ref: ImageReference, current: set[str], allowlist: Sequence[str]) -> str | None:
+    """None when ``ref`` may replace an image of the ``current`` repositories, else why not."""
+    if ref.repository in current or image_admitted(ref, allowlist):
+        return None
+    now = ", ".join(sorted(current)) or "an unknown repository"
+    return (
+        f"{ref.text} is from another repository than the running image ({now}); "
+        "only the image allowlist can admit a different repository"
+    )
+
+
+# -- the create request ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    """How the container joins one network (the inspect's endpoint, minus what is per-container)."""
+
+    ipv4_address: str | None = None
+    ipv6_address: str | None = None
+    link_local_ips: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    links: tuple[str, ...] = ()
+    driver_opts: dict[str, str] | None = None
+    mac_address: str | None = None
+
+    def as_create_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {}
+        ipam = {
+            key: value
+            for key, value in (
+                ("IPv4Address", self.ipv4_address),
+                ("IPv6Address", self.ipv6_address),
+                ("LinkLocalIPs", list(self.link_local_ips)),
+            )
+            if value
+        }
+        if ipam:
+            config["IPAMConfig"] = ipam
+        if self.aliases:
+            config["Aliases"] = list(self.aliases)
+        if self.links:
+            config["Links"] = list(self.links)
+        if self.driver_opts:
+            config["DriverOpts"] = dict(self.driver_opts)
+        if self.mac_address:
+            config["MacAddress"] = self.mac_address
+        return config
+
+
+@dataclass(frozen=True, slots=True)
+class CreateSpec:
+    """The body of ``POST /containers/create`` and the network joins that follow it."""
+
+    body: dict[str, Any]
+    connect: list[tuple[str, EndpointSpec]] = field(default_factory=list)
+    disconnect: list[str] = field(default_factory=list)
+
+
+def _same_list(a: Any, b: Any) -> bool:
+    return list(a or []) == list(b or [])
+
+
+def _bind_target(bind: str) -> str | None:
+    parts = bind.split(":")
+    return parts[1] if len(parts) >= 2 else None
+
+
+def build_create_spec(container: dict[str, Any], old_image: dict[str, Any], image: str, *, api_version: str) -> CreateSpec:
+    """The create request that recreates ``container`` from ``image`` with only the image changed.
+
+    Every setting of the old container is kept, except where it merely equals the OLD
+    image's default: then it is left out, so that the engine fills in the NEW image's
+    default (a changed CMD, ENV default, healthcheck, user, working directory, stop signal
+    or exposed port takes effect) — the rule watchtower applies when it rebuilds a config.
+    Anonymous volumes are carried over by name (as docker compose does) so their data stays.
+    Per-container values are dropped: the short-id alias and a hostname equal to the old id.
+    """
+    config = copy.deepcopy(container.get("Config") or {})
+    host = copy.deepcopy(container.get("HostConfig") or {})
+    image_config = (old_image or {}).get("Config") or {}
+    old_id = str(container.get("Id", ""))
+    network_mode = str(host.get("NetworkMode") or "default")
+
+    config["Image"] = image
+    config.pop("OnBuild", None)
+    if config.get("Hostname") == old_id[:12] or network_mode == "host" or network_mode.startswith("container:"):
+        config.pop("Hostname", None)  # the engine's default (the new id), or not ours to set
+    for key in ("User", "WorkingDir"):
+        if config.get(key) == image_config.get(key):
+            config.pop(key, None)
+    if config.get("StopSignal") and config.get("StopSignal") == image_config.get("StopSignal"):
+        config.pop("StopSignal", None)
+    if _same_list(config.get("Entrypoint"), image_config.get("Entrypoint")):
+        config["Entrypoint"] = None
+        if _same_list(config.get("Cmd"), image_config.get("Cmd")):
+            config["Cmd"] = None
+            config.pop("ArgsEscaped", None)
+    image_env = set(image_config.get("Env") or [])
+    config["Env"] = [item for item in config.get("Env") or [] if item not in image_env]
+    image_labels = image_config.get("Labels") or {}
+    config["Labels"] = {k: v for k, v in (config.get("Labels") or {}).items() if image_labels.get(k) != v}
+    image_volumes = image_config.get("Volumes") or {}
+    config["Volumes"] = {k: v for k, v in (config.get("Volumes") or {}).items() if k not in image_volumes} or None
+    image_ports = image_config.get("ExposedPorts") or {}
+    ports = {k: v for k, v in (config.get("ExposedPorts") or {}).items() if k not in image_ports}
+    for port in host.get("PortBindings") or {}:
+        ports.setdefault(port, {})
+    config["ExposedPorts"] = ports or None
+    healthcheck = config.get("Healthcheck")
+    if isinstance(healthcheck, dict):
+        image_health = image_config.get("Healthcheck") or {}
+        kept = {k: v for k, v in healthcheck.items() if image_health.get(k) != v or k not in image_health}
+        config["Healthcheck"] = kept or None
+
+    # Anonymous volumes (an image VOLUME, `-v /path`) would otherwise come back empty.
+    covered = {_bind_target(bind) for bind in host.get("Binds") or []}
+    covered |= {mount.get("Target") for mount in host.get("Mounts") or []}
+    carried = [
+        {"Type": "volume", "Source": mount["Name"], "Target": mount["Destination"], "ReadOnly": not mount.get("RW", True)}
+        for mount in container.get("Mounts") or []
+        if mount.get("Type") == "volume" and mount.get("Name") and mount.get("Destination") not in covered
+    ]
+    if carried:
+        host["Mounts"] = list(host.get("Mounts") or []) + carried
+
+    with_mac = version_gte(api_version, "1.44")
+    if with_mac:
+        config.pop("MacAddress", None)  # deprecated there: the MAC is per endpoint
+    networks: dict[str, Any] = (container.get("NetworkSettings") or {}).get("Networks") or {}
+    endpoints: dict[str, EndpointSpec] = {}
+    if network_mode not in ("host", "none") and not network_mode.startswith("container:"):
+        own_ids = {old_id, old_id[:12]}
+        for net_name, endpoint in networks.items():
+            endpoint = endpoint or {}
+            ipam = endpoint.get("IPAMConfig") or {}
+            aliases = tuple(a for a in endpoint.get("Aliases") or [] if a not in own_ids)
+            endpoints[net_name] = EndpointSpec(
+                ipv4_address=ipam.get("IPv4Address") or None,
+                ipv6_address=ipam.get("IPv6Address") or None,
+                link_local_ips=tuple(ipam.get("LinkLocalIPs") or ()),
+                # The default bridge takes no aliases: the engine refuses them there.
+                aliases=() if net_name == "bridge" else aliases,
+                links=tuple(endpoint.get("Links") or ()),
+                driver_opts=endpoint.get("DriverOpts") or None,
+                mac_address=(endpoint.get("MacAddress") or None) if with_mac else None,
+            )
+    primary = "bridge" if network_mode == "default" else network_mode
+    if primary not in endpoints:
+        # NetworkMode may hold a network id rather than its name.
+        primary = next(
+            (n for n, e in networks.items() if e and str(e.get("NetworkID", "")).startswith(network_mode)), primary
+        )
+    body = dict(config)
+    body["HostConfig"] = host
+    body["NetworkingConfig"] = {"EndpointsConfig": {primary: endpoints[primary].as_create_config()}} if primary in endpoints else {}
+    connect = [(n, spec) for n, spec in endpoints.items() if n != primary]
+    disconnect = [primary] if endpoints and primary not in endpoints else []
+    return CreateSpec(body=body, connect=connect, disconnect=disconnect)
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeployResult:
+    deployment_id: str
+    service: str
+    action: str  # deploy | rollback
+    previous: ImageRef
+    current: ImageRef
+    seconds: float
+    verdict: str  # "healthy" or "running for 10 s"
+    summary: str  # one line for people
+
+
+@dataclass(frozen=True, slots=True)
+class GateVerdict:
+    ok: bool
+    reason: str  # why it failed, or how it passed ("healthy", "running for 10 s")
+    health_log: list[str]
+    elapsed: float
+
+
+class _StepFailed(Exception):
+    """A step inside the rollback scope failed; the message says which and why."""
+
+
+# -- the deployer -----------------------------------------------------------------------------
+
+
+class Deployer:
+    """Deploys, rollbacks and start-up recovery for the containers of one engine."""
+
+    def __init__(
+        self,
+        driver: DockerDriver,
+        store: DeploymentStore,
+        *,
+        image_allowlist: Sequence[str] = (),
+        health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
+        running_window: float = DEFAULT_RUNNING_WINDOW,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.driver = driver
+        self.store = store
+        self.image_allowlist = list(image_allowlist)
+        self.health_timeout = health_timeout
+        self.running_window = running_window
+        self.poll_interval = poll_interval
+
+    # -- deploy ---------------------------------------------------------------------------------
+
+    async def deploy(
+        self,
+        name: str,
+        image: str,
+        *,
+        requested_by: str,
+        approved_by: str | None = None,
+        progress: Progress = no_progress,
+        timeout: float | None = None,
+        running_window: float | None = None,
+    ) -> DeployResult:
+        """Recreate container ``name`` from ``image``; roll back automatically on failure.
+
+        Raises Refused (nothing touched), Busy, EngineUnavailable, or DeployFailed (with
+        what it rolled back to).
+        """
+        check_container_name(name)
+        ref = parse_image_reference(image)
+        started = time.monotonic()
+        with self.driver.locks.hold(name, f"{requested_by} (deploy)"):
+            await emit(progress, "resolving", {"service": name, "image": ref.text})
+            old = await self._inspect_service(name)
+            _check_replaceable(name, old)
+            old_image = await self._inspect_image(str(old["Image"]))
+            current = await self._current_repositories(name, old, old_image)
+            problem = image_policy_problem(ref, current, self.image_allowlist)
+            if problem is not None:
+                raise Refused(problem)
+            new_image = await self._resolve(ref)
+            target = ImageRef(ref.text, str(new_image["Id"]))
+            if target.id == old["Image"]:
+                raise Refused(f"{name} already runs {target}; there is nothing to deploy")
+            return await self._replace(
+                name,
+                old,
+                old_image,
+                target=target,
+                create_ref=ref.text,
+                action="deploy",
+                requested_by=requested_by,
+                approved_by=approved_by,
+                requested_image=ref.text,
+                progress=progress,
+                timeout=self.health_timeout if timeout is None else timeout,
+                window=self.running_window if running_window is None else running_window,
+                started=started,
+            )
+
+    async def rollback(
+        self,
+        name: str,
+        *,
+        requested_by: str,
+        approved_by: str | None = None,
+        progress: Progress = no_progress,
+        timeout: float | None = None,
+        running_window: float | None = None,
+    ) -> DeployResult:
+        """Redeploy the image the last deploy of ``name`` replaced, by image id."""
+        check_container_name(name)
+        started = time.monotonic()
+        with self.driver.locks.hold(name, f"{requested_by} (rollback)"):
+            await emit(progress, "resolving", {"service": name, "image": "previous"})
+            old = await self._inspect_service(name)
+            _check_replaceable(name, old)
+            record = await self.store.rollback_target(name, str(old["Image"]))
+            if record is None:
+                raise Refused(
+                    f"no recorded deploy put {name}'s current image ({short_id(str(old['Image']))}) there,"
+                    " so there is no previous image to go back to"
+                )
+            target = ImageRef(record.prev_image_tag, record.prev_image_id)
+            if await self._inspect_image(target.id) == {}:
+                raise Refused(f"the previous image {target} is no longer on this host")
+            # Create from the tag only while it still names that very image: a moved tag
+            # must not matter, and the id is what the new container is checked against.
+            tagged = await self._inspect_image(target.tag) if _repository_of(target.tag) else {}
+            create_ref = target.tag if tagged.get("Id") == target.id else target.id
+            old_image = await self._inspect_image(str(old["Image"]))
+            return await self._replace(
+                name,
+                old,
+                old_image,
+                target=target,
+                create_ref=create_ref,
+                action="rollback",
+                requested_by=requested_by,
+                approved_by=approved_by,
+                requested_image=target.id,
+                progress=progress,
+                timeout=self.health_timeout if timeout is None else timeout,
+                window=self.running_window if running_window is None else running_window,
+                started=started,
+            )
+
+    async def _replace(
+        self,
+        name: str,
+        old: dict[str, Any],
+        old_image: dict[str, Any],
+        *,
+        target: ImageRef,
+        create_ref: str,
+        action: str,
+        requested_by: str,
+        approved_by: str | None,
+        requested_image: str,
+        progress: Progress,
+        timeout: float,
+        window: float,
+        started: float,
+    ) -> DeployResult:
+        previous = ImageRef(await self._display_tag(name, old, old_image), str(old["Image"]))
+        old_id = str(old["Id"])
+        try:
+            record = await self.store.record(
+                service=name,
+                action=action,
+                requested_by=requested_by,
+                approved_by=approved_by,
+                requested_image=requested_image,
+                prev_image_id=previous.id,
+                prev_image_tag=previous.tag,
+                new_image_id=target.id,
+                new_image_tag=target.tag,
+                prev_container=old,
+                deployment_id=new_deployment_id(),
+            )
+        except Exception as exc:  # the database: nothing has been touched yet
+            log.exception("could not record the deployment of %s", name)
+            raise ActionFailed(f"could not record the {action} of {name}, so nothing was touched: {exc}") from None
+
+        new_id: str | None = None
+        verdict: GateVerdict | None = None
+        try:
+            await self.store.set_state(record.id, "replacing")
+            await emit(progress, "stopping", {"service": name, "stop_timeout": stop_timeout(old)})
+            await self._step("stopping the old container", lambda api: _stop_and_set_aside(api, old, name, record.id))
+            await emit(progress, "creating", {"service": name, "image": target.tag, "image_id": target.short_id})
+            spec = await self._step(
+                "preparing the new container",
+                lambda api: build_create_spec(old, old_image, create_ref, api_version=str(api.api_version)),
+            )
+            new_id = await self._step("creating the new container", lambda api: _create(api, name, spec))
+            created = new_id
+            await self.store.set_state(record.id, "starting", new_container_id=created)
+            await self._step("connecting the new container", lambda api: _join_networks(api, created, spec, target.id))
+            await emit(progress, "starting", {"service": name})
+            await self._step("starting the new container", lambda api: api.start(created))
+            await self.store.set_state(record.id, "verifying")
+            verdict = await self.gate(created, timeout=timeout, window=window, progress=progress)
+            if not verdict.ok:
+                raise _StepFailed(verdict.reason)
+        except Exception as exc:  # anything from here on is undone; CancelledError is left to recovery
+            reason = str(exc) if isinstance(exc, (_StepFailed, DockerActionError)) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, (_StepFailed, DockerActionError)):
+                log.exception("deploy of %s failed unexpectedly", name)
+            raise await self._roll_back(record, name, old, previous, target, new_id, reason, verdict, progress) from None
+
+        seconds = time.monotonic() - started
+        await self._finish_success(record, old_id)
+        outcome = f"{name} now runs {target}, {verdict.reason} after {seconds:.0f} s; it ran {previous}"
+        try:
+            await self.store.finish(record.id, "succeeded", outcome, {"seconds": round(seconds, 3)})
+        except Exception:  # the service is fine; recovery will close the record at the next start
+            log.exception("could not close deployment %s", record.id)
+        await emit(progress, "done", {"service": name, "image": target.tag, "image_id": target.short_id, "seconds": round(seconds, 1)})
+        return DeployResult(record.id, name, action, previous, target, seconds, verdict.reason, outcome)
+
+    async def _finish_success(self, record: Deployment, old_id: str) -> None:
+        try:
+            await self.store.set_state(record.id, "healthy")
+        except Exception:
+            log.exception("could not mark deployment %s healthy", record.id)
+        try:
+            # v=False: anonymous volumes now belong to the new container too.
+            await self.driver.run(lambda api: api.remove_container(old_id, v=False, force=True))
+        except (APIError, DockerActionError) as exc:
+            # Recovery's sweep removes it at the next start; the service is fine meanwhile.
+            log.warning("could not remove the old container of deployment %s: %s", record.id, exc)
+
+    async def _roll_back(
+        self,
+        record: Deployment,
+        name: str,
+        old: dict[str, Any],
+        previous: ImageRef,
+        target: ImageRef,
+        new_id: str | None,
+        reason: str,
+        verdict: GateVerdict | None,
+        progress: Progress,
+    ) -> DeployFailed:
+        verb = "rollback" if record.action == "rollback" else "deploy"
+        await emit(progress, "rolling back", {"service": name, "reason": reason})
+        try:
+            await self.store.set_state(record.id, "rolling_back")
+        except Exception:
+            log.exception("could not mark deployment %s as rolling back", record.id)
+        health_log = list(verdict.health_log) if verdict else []
+        last_logs: list[str] = []
+        if new_id is not None:
+            last_logs = await self.driver.last_logs(new_id, 20)
+            if not health_log:
+                try:
+                    info = await self.driver.run(lambda api: api.inspect_container(new_id))
+                    health_log = health_log_lines(info)
+                except (APIError, DockerActionError):
+                    pass
+        detail = {"reason": reason, "health_log": health_log, "last_logs": last_logs}
+        problem = await self._restore(name, old, new_id, target.id, record.prev_was_running)
+        if problem is not None:
+            outcome = (
+                f"{verb} of {name} to {target.tag} failed: {reason}; putting {previous} back failed too"
+                f" ({problem}); it is retried at the executor's next start"
+            )
+            # The record stays open (rolling_back) so recovery tries again.
+            await emit(progress, "rolled back", {"service": name, "ok": False, "problem": problem})
+            return DeployFailed(outcome, deployment_id=record.id, health_log=health_log, last_logs=last_logs)
+        state = "running" if record.prev_was_running else "stopped, as it was"
+        outcome = f"{verb} of {name} to {target.tag} failed: {reason}; rolled back to {previous}, {state}"
+        try:
+            await self.store.finish(record.id, "rolled_back", outcome, detail)
+        except Exception:
+            log.exception("could not close deployment %s", record.id)
+        await emit(progress, "rolled back", {"service": name, "ok": True, "image": previous.tag, "image_id": previous.short_id})
+        return DeployFailed(
+            outcome, deployment_id=record.id, rolled_back_to=previous, health_log=health_log, last_logs=last_logs
+        )
+
+    async def _restore(
+        self, name: str, old: dict[str, Any], new_id: str | None, new_image_id: str, was_running: bool
+    ) -> str | None:
+        """Remove the new container, give the old one its name back, start it: None, or what failed."""
+        old_id = str(old["Id"])
+
+        def work(api: APIClient) -> str | None:
+            try:
+                holder: dict[str, Any] | None = api.inspect_container(name)
+            except NotFound:
+                holder = None
+            if holder is not None and holder["Name"] == f"/{name}" and holder["Id"] != old_id:
+                if holder["Id"] == new_id or (new_id is None and holder.get("Image") == new_image_id):
+                    api.remove_container(holder["Id"], force=True, v=True)
+                else:
+                    return f"a container named {name} that this deploy did not create ({short_id(holder['Id'])}) is in the way"
+            elif new_id is not None:
+                try:
+                    api.remove_container(new_id, force=True, v=True)
+                except NotFound:
+                    pass
+            try:
+                current = api.inspect_container(old_id)
+            except NotFound:
+                return f"the old container {short_id(old_id)} is gone"
+            if current["Name"] != f"/{name}":
+                api.rename(old_id, name)
+            if was_running and not current["State"].get("Running"):
+                api.start(old_id)
+            if was_running and not api.inspect_container(old_id)["State"].get("Running"):
+                return f"the old container {short_id(old_id)} did not start again"
+            return None
+
+        try:
+            return await self.driver.run(work)
+        except APIError as exc:
+            return f"Docker refused: {explain_api_error(exc)}"
+        except DockerActionError as exc:
+            return str(exc)
+
+    # -- the health gate ------------------------------------------------------------------------
+
+    async def gate(
+        self,
+        container_id: str,
+        *,
+        timeout: float,
+        window: float,
+        progress: Progress = no_progress,
+        running_for: float = 0.0,
+    ) -> GateVerdict:
+        """Healthy within ``timeout``; without a health check, still running after ``window``.
+
+        Fails at once on unhealthy, an exit, or any restart (a restart loop shows as a rising
+        RestartCount). ``running_for`` counts time the container already ran (recovery).
+        Progress "waiting for health" is emitted about once a second.
+        """
+        began = time.monotonic()
+        emitted = -1
+        while True:
+            info = await self.driver.run(lambda api: api.inspect_container(container_id))
+            elapsed = time.monotonic() - began
+            state = info.get("State") or {}
+            has_check = _has_healthcheck(info)
+            health = health_of(info)
+            restarts = int(info.get("RestartCount") or 0)
+            if restarts > 0 or state.get("Restarting"):
+                return GateVerdict(False, f"it keeps restarting ({restarts} restarts)", health_log_lines(info), elapsed)
+            if not state.get("Running"):
+                oom = ", out of memory" if state.get("OOMKilled") else ""
+                return GateVerdict(False, f"it exited with code {state.get('ExitCode')}{oom}", health_log_lines(info), elapsed)
+            if has_check:
+                if health == "healthy":
+                    return GateVerdict(True, "healthy", health_log_lines(info), elapsed)
+                if health == "unhealthy":
+                    return GateVerdict(False, "its health check failed", health_log_lines(info), elapsed)
+                if elapsed >= timeout:
+                    return GateVerdict(
+                        False, f"it was not healthy within {timeout:g} s (still {health})", health_log_lines(info), elapsed
+                    )
+            elif running_for + elapsed >= window:
+                return GateVerdict(True, f"running for {window:g} s", [], elapsed)
+            if int(elapsed) > emitted:
+                emitted = int(elapsed)
+                await emit(
+                    progress,
+                    "waiting for health",
+                    {"elapsed": emitted, "health": health or "no health check", "timeout": timeout if has_check else window},
+                )
+            await asyncio.sleep(self.poll_interval)
+
+    # -- recovery ----------------------------------------------------------------------------------
+
+    async def recover(self, *, timeout: float | None = None, running_window: float | None = None) -> list[str]:
+        """Finish every deploy a crash interrupted; put aside containers back. Lines say what was done.
+
+        Run at start-up before requests are served. A service whose new container proves
+        healthy keeps it; otherwise it goes back to the old container and image. Nothing is
+        left under a temporary name unless the engine refuses (then a line says so and the
+        next start tries again).
+        """
+        timeout = self.health_timeout if timeout is None else timeout
+        window = self.running_window if running_window is None else running_window
+        lines: list[str] = []
+        for record in await self.store.unfinished():
+            if self.driver.locks.holder(record.service) is not None:
+                continue  # a deploy in progress in this process, not an interrupted one
+            try:
+                with self.driver.locks.hold(record.service, RECOVERY_HOLDER):
+                    lines.append(await self._recover_one(record, timeout, window))
+            except (APIError, DockerActionError) as exc:
+                reason = explain_api_error(exc) if isinstance(exc, APIError) else str(exc)
+                lines.append(f"{record.service}: could not finish interrupted {record.action} {record.id}: {reason}")
+        try:
+            lines.extend(await self._sweep_aside())
+        except (APIError, DockerActionError) as exc:
+            reason = explain_api_error(exc) if isinstance(exc, APIError) else str(exc)
+            lines.append(f"could not look for containers left aside by deploys: {reason}")
+        return lines
+
+    async def _recover_one(self, record: Deployment, timeout: float, window: float) -> str:
+        name = record.service
+        old_id = record.prev_container_id
+        previous = ImageRef(record.prev_image_tag, record.prev_image_id)
+        target = ImageRef(record.new_image_tag, record.new_image_id)
+        what = f"interrupted {record.action} {record.id} to {target.tag}"
+
+        def facts(api: APIClient) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+            try:
+                old: dict[str, Any] | None = api.inspect_container(old_id)
+            except NotFound:
+                old = None
+            try:
+                holder: dict[str, Any] | None = api.inspect_container(name)
+                if holder is not None and holder["Name"] != f"/{name}":
+                    holder = None
+            except NotFound:
+                holder = None
+            return old, holder
+
+        old, holder = await self.driver.run(facts)
+        if holder is not None and old is not None and holder["Id"] == old["Id"]:
+            holder = None  # the old container never left its name
+            if record.prev_was_running and not old["State"].get("Running"):
+                await self.driver.run(lambda api: api.start(old_id))
+            line = f"{name}: {what} stopped before the old container was replaced; it runs {previous} as before"
+            await self.store.finish(record.id, "recovered", line)
+            return line
+
+        ours = holder is not None and (
+            holder["Id"] == record.new_container_id or holder.get("Image") == record.new_image_id
+        )
+        if old is None:
+            if ours and holder is not None:
+                if not holder["State"].get("Running"):
+                    await self.driver.run(lambda api: api.start(holder["Id"]))
+                line = f"{name}: {what} had replaced the old container; it runs {target}"
+                await self.store.finish(record.id, "succeeded", line)
+                return line
+            line = f"{name}: {what} cannot be finished: the old container {short_id(old_id)} is gone; look at it by hand"
+            await self.store.finish(record.id, "rollback_failed", line)
+            return line
+
+        if holder is not None and not ours:
+            return (
+                f"{name}: {what} left the old container as {old['Name'].lstrip('/')}, and a container named {name}"
+                " that this deploy did not create is in the way; look at it by hand"
+            )
+
+        if holder is not None:
+            keep_new = False
+            if record.state != "rolling_back" and holder["State"].get("Running"):
+                if record.state == "healthy":
+                    keep_new = True
+                else:
+                    started = parse_docker_time(holder["State"].get("StartedAt"))
+                    ran = max(time.time() - started.timestamp(), 0.0) if started else 0.0
+                    verdict = await self.gate(holder["Id"], timeout=timeout, window=window, running_for=ran)
+                    keep_new = verdict.ok
+            if keep_new:
+                await self.driver.run(lambda api: api.remove_container(old_id, v=False, force=True))
+                line = f"{name}: {what} completed on restart: the new container proved {'healthy' if _has_healthcheck(holder) else 'stable'}; it runs {target}"
+                await self.store.finish(record.id, "succeeded", line)
+                return line
+
+        problem = await self._restore(name, old, record.new_container_id, record.new_image_id, record.prev_was_running)
+        if problem is not None:
+            return f"{name}: could not undo {what}: {problem}; the next start tries again"
+        state = "running" if record.prev_was_running else "stopped, as it was"
+        line = f"{name}: undid {what}: back on {previous}, {state}"
+        await self.store.finish(record.id, "recovered", line)
+        return line
+
+    async def _sweep_aside(self) -> list[str]:
+        """Containers still under a temporary name (their deploy record ended or is lost)."""
+
+        def listing(api: APIClient) -> list[tuple[str, str, str, bool]]:
+            found = []
+            for entry in api.containers(all=True):
+                for raw in entry.get("Names") or []:
+                    parsed = parse_aside_name(raw.lstrip("/"))
+                    if parsed is not None and raw.count("/") == 1:
+                        found.append((entry["Id"], parsed[0], parsed[1], entry.get("State") == "running"))
+            return found
+
+        lines: list[str] = []
+        for container_id, service, deploy_id, _running in await self.driver.run(listing):
+            if self.driver.locks.holder(service) is not None:
+                continue  # set aside by a deploy that is running right now
+            record = await self.store.get(deploy_id)
+            with self.driver.locks.hold(service, RECOVERY_HOLDER):
+
+                def settle(api: APIClient) -> str:
+                    try:
+                        holder = api.inspect_container(service)
+                        exists = holder["Name"] == f"/{service}"
+                    except NotFound:
+                        exists = False
+                    if exists:
+                        api.remove_container(container_id, v=False, force=True)
+                        return f"{service}: removed the old container left aside by deploy {deploy_id}; {service} itself is in place"
+                    api.rename(container_id, service)
+                    was_running = record.prev_was_running if record is not None else True
+                    if was_running:
+                        api.start(container_id)
+                    return f"{service}: put the container left aside by deploy {deploy_id} back under its name" + (
+                        " and started it" if was_running else ""
+                    )
+
+                lines.append(await self.driver.run(settle))
+        return lines
+
+    # -- lookups ------------------------------------------------------------------------------------
+
+    async def _step(self, what: str, fn: Any) -> Any:
+        try:
+            return await self.driver.run(fn)
+        except APIError as exc:
+            raise _StepFailed(f"{what} failed: {explain_api_error(exc)}") from None
+        except DockerActionError as exc:
+            raise _StepFailed(f"{what} failed: {exc}") from None
+
+    async def _inspect_service(self, name: str) -> dict[str, Any]:
+        try:
+            return await self.driver.run(lambda api: self.driver.inspect_named(api, name))
+        except APIError as exc:
+            raise ActionFailed(f"could not inspect {name}: {explain_api_error(exc)}") from None
+
+    async def _inspect_image(self, ref: str) -> dict[str, Any]:
+        """The image's inspect, or {} when the engine has no such image."""
+
+        def work(api: APIClient) -> dict[str, Any]:
+            try:
+                return dict(api.inspect_image(ref))
+            except NotFound:
+                return {}
+
+        try:
+            return await self.driver.run(work)
+        except APIError as exc:
+            raise ActionFailed(f"could not inspect image {show(ref)}: {explain_api_error(exc)}") from None
+
+    async def _resolve(self, ref: ImageReference) -> dict[str, Any]:
+        """The local image; pulled only when missing. Refused when it cannot be had."""
+
+        def work(api: APIClient) -> dict[str, Any]:
+            try:
+                return dict(api.inspect_image(ref.text))
+            except NotFound:
+                pass
+            errors: list[str] = []
+            repository, tag = ref.pull_args
+            try:
+                if ref.digest:
+                    events = api.pull(f"{repository}@{ref.digest}", stream=True, decode=True)
+                else:
+                    events = api.pull(repository, tag=tag, stream=True, decode=True)
+                for event in events:
+                    if isinstance(event, dict) and event.get("error"):
+                        errors.append(str(event["error"]))
+            except APIError as exc:
+                errors.append(explain_api_error(exc))
+            try:
+                return dict(api.inspect_image(ref.text))
+            except NotFound:
+                why = " ".join(errors[-1].split())[:300] if errors else "the registry did not provide it"
+                raise Refused(f"image {ref.text} is not on this host and could not be pulled: {why}") from None
+
+        return await self.driver.run(work)
+
+    async def _current_repositories(self, name: str, old: dict[str, Any], old_image: dict[str, Any]) -> set[str]:
+        """Every repository the running image goes by (its tag, the image's tags and digests, the record)."""
+        texts = [str((old.get("Config") or {}).get("Image") or "")]
+        texts += [str(t) for t in old_image.get("RepoTags") or []]
+        texts += [str(d).split("@", 1)[0] for d in old_image.get("RepoDigests") or []]
+        recorded = await self.store.latest_tag(name, str(old["Image"]))
+        if recorded:
+            texts.append(recorded)
+        return {repo for repo in map(_repository_of, texts) if repo}
+
+    async def _display_tag(self, name: str, old: dict[str, Any], old_image: dict[str, Any]) -> str:
+        configured = str((old.get("Config") or {}).get("Image") or "")
+        if _repository_of(configured):
+            return configured
+        recorded = await self.store.latest_tag(name, str(old["Image"]))
+        if recorded:
+            return recorded
+        tags = old_image.get("RepoTags") or []
+        return str(tags[0]) if tags else short_id(str(old["Image"]))
+
+
+# -- steps run in a worker thread ------------------------------------------------------------------
+
+
+def _check_replaceable(name: str, old: dict[str, Any]) -> None:
+    """Refuse what a recreate cannot do safely, before anything is touched."""
+    if (old.get("HostConfig") or {}).get("AutoRemove"):
+        # Stopping it would delete it, and with it the way back.
+        raise Refused(f"{name} was started with --rm (auto-remove): it cannot be recreated safely; recreate it by hand")
+
+
+def _has_healthcheck(info: dict[str, Any]) -> bool:
+    test = ((info.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
+    return bool(test) and test[0] != "NONE"
+
+
+def _stop_and_set_aside(api: APIClient, old: dict[str, Any], name: str, deploy_id: str) -> None:
+    state = old.get("State") or {}
+    if state.get("Running") or state.get("Restarting"):
+        api.stop(old["Id"], timeout=stop_timeout(old))
+    api.rename(old["Id"], aside_name(name, deploy_id))
+
+
+def _create(api: APIClient, name: str, spec: CreateSpec) -> str:
+    created = api.create_container_from_config(spec.body, name=name)
+    return str(created["Id"])
+
+
+def _join_networks(api: APIClient, container_id: str, spec: CreateSpec, image_id: str) -> None:
+    for network, endpoint in spec.connect:
+        links = {}
+        for link in endpoint.links:
+            target, _, alias = link.partition(":")
+            links[target.lstrip("/")] = alias.rsplit("/", 1)[-1] or None
+        api.connect_container_to_network(
+            container_id,
+            network,
+            ipv4_address=endpoint.ipv4_address,
+            ipv6_address=endpoint.ipv6_address,
+            aliases=list(endpoint.aliases) or None,
+            links=links or None,
+            link_local_ips=list(endpoint.link_local_ips) or None,
+            driver_opt=endpoint.driver_opts,
+            mac_address=endpoint.mac_address,
+        )
+    for network in spec.disconnect:
+        api.disconnect_container_from_network(container_id, network)
+    got = api.inspect_container(container_id)["Image"]
+    if got != image_id:
+        raise _StepFailed(
+            f"the new container got image {short_id(got)} instead of {short_id(image_id)} (the tag moved during the deploy)"
+        )
