@@ -795,7 +795,7 @@ class Deployer:
         return line
 
     async def _sweep_aside(self) -> list[str]:
-        """Containers still under a temporary name (their deploy record ended or is lost)."""
+        """Containers still under a temporary name whose deploy record here has ended."""
 
         def listing(api: APIClient) -> list[tuple[str, str, str, bool]]:
             found = []
@@ -811,6 +811,10 @@ class Deployer:
             if self.driver.locks.holder(service) is not None:
                 continue  # set aside by a deploy that is running right now
             record = await self.store.get(deploy_id)
+            if record is None:
+                # Our deploys record themselves before renaming anything: a container set
+                # aside without a record here belongs to another Wingman (or a person).
+                continue
             with self.driver.locks.hold(service, RECOVERY_HOLDER):
 
                 def settle(api: APIClient) -> str:
@@ -823,7 +827,7 @@ class Deployer:
                         api.remove_container(container_id, v=False, force=True)
                         return f"{service}: removed the old container left aside by deploy {deploy_id}; {service} itself is in place"
                     api.rename(container_id, service)
-                    was_running = record.prev_was_running if record is not None else True
+                    was_running = record.prev_was_running
                     if was_running:
                         api.start(container_id)
                     return f"{service}: put the container left aside by deploy {deploy_id} back under its name" + (

@@ -24,7 +24,8 @@ from executor.docker_driver import (
     EngineUnavailable,
     Refused,
 )
-from tests.docker.conftest import Recorder, Resources, free_port
+from tests.docker.conftest import Recorder
+from tests.docker.engine import Resources, free_port
 from tests.docker.images import BuiltImages
 
 pytestmark = pytest.mark.slow

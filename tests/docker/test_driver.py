@@ -19,7 +19,7 @@ from executor.docker_driver import (
     Refused,
     aside_name,
 )
-from tests.docker.conftest import Resources
+from tests.docker.engine import Resources
 from tests.docker.images import BuiltImages
 
 ACTOR = "tg:1001"

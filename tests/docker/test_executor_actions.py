@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 from docker.api.client import APIClient
 
-from tests.docker.conftest import Resources
+from tests.docker.engine import Resources
 from tests.docker.images import BuiltImages
-from tests.executor.conftest import ADMIN, APPROVER, OPERATOR, VIEWER, Harness, bot_key, make_harness, socket_dir  # noqa: F401
+from tests.harness import ADMIN, APPROVER, OPERATOR, VIEWER, Harness
 
 
 @pytest.fixture
-async def harness(make_harness: Any, resources: Resources) -> Harness:  # noqa: F811
+async def harness(make_harness: Any, resources: Resources) -> Harness:
     return await make_harness(container_allowlist=[f"{resources.prefix}-*"], deploy_timeout_seconds=20)
 
 
@@ -114,7 +114,7 @@ async def test_names_with_shell_or_path_characters_are_refused_and_audited(harne
 
 
 async def test_an_unreachable_engine_is_a_clear_answer_and_the_executor_keeps_serving(
-    make_harness: Any, resources: Resources, socket_dir: Any  # noqa: F811
+    make_harness: Any, resources: Resources, socket_dir: Any
 ) -> None:
     harness = await make_harness(container_allowlist=[f"{resources.prefix}-*"], docker_host=f"unix://{socket_dir}/no-docker.sock")
     client = harness.client()

@@ -13,7 +13,7 @@ import pytest
 from executor.deploy import Deployer
 from executor.deployments import DeploymentStore
 from executor.docker_driver import ASIDE_MARKER, DockerDriver, aside_name
-from tests.docker.conftest import Resources
+from tests.docker.engine import Resources
 from tests.docker.images import BuiltImages
 
 pytestmark = pytest.mark.slow
@@ -105,16 +105,32 @@ async def test_a_deploy_killed_mid_way_is_recovered(
         await store.close()
 
 
+async def ended_record(deployments: DeploymentStore, service: str, deployment_id: str, images: BuiltImages) -> None:
+    """A deploy of ours that ended, but whose container set aside is still there."""
+    await deployments.record(
+        service=service, action="deploy", requested_by="tg:1001", approved_by=None,
+        requested_image=images.ref("v2"), prev_image_id=images.id("v1"), prev_image_tag=images.ref("v1"),
+        new_image_id=images.id("v2"), new_image_tag=images.ref("v2"), prev_container={"Id": "0" * 64, "State": {"Running": True}},
+        deployment_id=deployment_id,
+    )  # fmt: skip
+    await deployments.finish(deployment_id, "rolled_back", "test: ended with its old container still aside")
+
+
 async def test_recovery_puts_back_or_removes_containers_left_under_a_temporary_name(
     deployer: Deployer, deployments: DeploymentStore, resources: Resources, images: BuiltImages
 ) -> None:
     api = resources.api
-    # A service whose only container is still aside (its record is lost): it gets its name back.
+    # A service whose only container is still aside: it gets its name back.
     lone = resources.container(images.ref("v1"), "lone", start=False)
     api.rename(lone["Id"], aside_name(resources.name("lone"), "0123456789ab"))
+    await ended_record(deployments, resources.name("lone"), "0123456789ab", images)
     # A service that is in place, with an old container left aside beside it: that one goes.
     resources.container(images.ref("v2"), "web")
     stale = resources.container(images.ref("v1"), f"web{ASIDE_MARKER}ba9876543210", start=False)
+    await ended_record(deployments, resources.name("web"), "ba9876543210", images)
+    # Set aside by a deploy this executor has no record of (another Wingman, or a person):
+    # not ours to touch.
+    foreign = resources.container(images.ref("v1"), f"other{ASIDE_MARKER}feedfeedfeed", start=False)
 
     lines = await deployer.recover()
 
@@ -125,7 +141,7 @@ async def test_recovery_puts_back_or_removes_containers_left_under_a_temporary_n
         ]
     )
     names = sorted(n for c in resources.ours() for n in c["Names"])
-    assert names == [f"/{resources.name('lone')}", f"/{resources.name('web')}"]
+    assert names == sorted([f"/{resources.name('lone')}", f"/{resources.name('web')}", foreign["Name"]])
     assert api.inspect_container(lone["Id"])["State"]["Running"]
     assert all(c["Id"] != stale["Id"] for c in resources.ours())
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from audit import AuditEntry
-from tests.executor.conftest import ADMIN, APPROVER, APPROVER2, OPERATOR, VIEWER, Harness
+from tests.harness import ADMIN, APPROVER, APPROVER2, OPERATOR, VIEWER, Harness
 
 # verify re-tiered to 2 (requested by the admin), audit to 3 (requested by an approver):
 # real actions that run when approved, without Docker.

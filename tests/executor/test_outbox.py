@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.executor.conftest import ADMIN, OPERATOR, Harness
+from tests.harness import ADMIN, OPERATOR, Harness
 
 
 async def produce(harness: Harness, count: int) -> list[int]:

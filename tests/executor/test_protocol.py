@@ -16,7 +16,7 @@ import pytest
 from audit import SigningKey, generate_key_pair, load_signing_key
 from audit.signing import load_public_key
 from executor.protocol import AUDIENCE, ISSUER, make_token
-from tests.executor.conftest import ADMIN, Harness
+from tests.harness import ADMIN, Harness
 
 
 def b64(data: bytes) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from audit import verify_chain
-from tests.executor.conftest import ADMIN, STRANGER, Harness
+from tests.harness import ADMIN, STRANGER, Harness
 
 
 async def test_whoami_travels_the_whole_path(harness: Harness) -> None:

@@ -15,7 +15,7 @@ import pytest
 from audit import generate_key_pair
 from executor.errors import StartupError
 from tests.audit.test_cli import wingman
-from tests.executor.conftest import Harness
+from tests.harness import Harness
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,104 @@
+"""A real executor daemon on a real Unix socket, and clients signing with real keys.
+
+The fixtures are registered for the whole suite by tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from audit import SigningKey, generate_key_pair, load_signing_key
+from executor.client import ExecutorClient
+from executor.server import Daemon
+from wingman.settings import ExecutorSettings
+
+ADMIN, APPROVER, APPROVER2, OPERATOR, VIEWER, STRANGER = 1, 2, 3, 4, 5, 666
+
+
+class Harness:
+    """Starts, stops and restarts one executor; hands out clients for it."""
+
+    def __init__(self, home: Path, socket_dir: Path, bot_key: SigningKey, overrides: dict[str, Any]) -> None:
+        self.home = home
+        self.bot_key = bot_key
+        values: dict[str, Any] = {
+            "data_dir": home / "data",
+            "socket": socket_dir / "executor.sock",
+            "trusted_keys": [home / "keys" / f"{bot_key.kid}.pub"],
+            "admins": [ADMIN],
+            "approvers": [APPROVER, APPROVER2],
+            "operators": [OPERATOR],
+            "viewers": [VIEWER],
+        }
+        # No .env from the developer's checkout leaks into a test daemon.
+        self.settings = ExecutorSettings(_env_file=None, **{**values, **overrides})
+        self.daemon: Daemon | None = None
+        self._clients: list[ExecutorClient] = []
+
+    async def start(self) -> Daemon:
+        self.daemon = Daemon(self.settings)
+        await self.daemon.start()
+        return self.daemon
+
+    async def stop(self) -> None:
+        for client in self._clients:
+            await client.close()
+        self._clients.clear()
+        if self.daemon is not None:
+            await self.daemon.stop()
+            self.daemon = None
+
+    async def restart(self) -> Daemon:
+        await self.stop()
+        return await self.start()
+
+    @property
+    def executor(self) -> Any:
+        assert self.daemon is not None and self.daemon.executor is not None
+        return self.daemon.executor
+
+    def client(self, key: SigningKey | None = None) -> ExecutorClient:
+        client = ExecutorClient(self.settings.socket_path, key or self.bot_key, timeout=30)
+        self._clients.append(client)
+        return client
+
+
+@pytest.fixture
+def socket_dir() -> Any:
+    # Unix socket paths are limited to 108 bytes: pytest's tmp_path can be longer.
+    path = Path(tempfile.mkdtemp(prefix="wm-", dir="/tmp"))
+    yield path / "run"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def bot_key(tmp_path: Path) -> SigningKey:
+    return load_signing_key(generate_key_pair(tmp_path / "keys", "bot")[0])
+
+
+@pytest.fixture
+async def make_harness(
+    tmp_path: Path, socket_dir: Path, bot_key: SigningKey
+) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+    made: list[Harness] = []
+
+    async def make(**overrides: Any) -> Harness:
+        harness = Harness(tmp_path, socket_dir, bot_key, overrides)
+        await harness.start()
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        await harness.stop()
+
+
+@pytest.fixture
+async def harness(make_harness: Callable[..., Awaitable[Harness]]) -> Harness:
+    return await make_harness()
