@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from audit import AuditError, AuditStore, load_public_key, write_checkpoint
 from audit.signing import KeyFileError, load_or_create_signing_key
@@ -35,12 +37,12 @@ from executor.errors import StartupError
 from executor.protocol import CONTENT_TYPE, MAX_BODY, PATH, STATUS_HTTP
 from executor.service import Executor, Reply
 from policy import Policy, PolicyError, load_policy_file
+from scheduler import ENV_NAMES, ScheduleConfig, ScheduleConfigError, Scheduler, build_scheduler
 from wingman.settings import ExecutorSettings
 
 log = logging.getLogger("wingman.executor")
 MIGRATIONS = Path(__file__).parent / "migrations"
 SHUTDOWN_GRACE = 30.0
-EXPIRY_SWEEP_SECONDS = 30.0
 
 
 # -- the socket ---------------------------------------------------------------------------
@@ -149,10 +151,15 @@ def build_app(executor: Executor) -> web.Application:
             return web.json_response(reply.as_json(), status=exc.status)
 
     async def handle_request(request: web.Request) -> web.Response:
-        if request.content_type != CONTENT_TYPE:
+        # Read the header ourselves: aiohttp's parser raises on some malformed parameters.
+        content_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if content_type != CONTENT_TYPE:
             reply = await audit_bad_request(f"the content type must be {CONTENT_TYPE}")
             return web.json_response(reply.as_json(), status=415)
-        body = await request.read()  # aiohttp refuses more than MAX_BODY with 413
+        try:
+            body = await request.read()  # aiohttp refuses more than MAX_BODY with 413
+        except (RequestPayloadError, HttpProcessingError):
+            return reply_response(await audit_bad_request("the body cannot be read (bad encoding or transfer)"))
         try:
             token = body.decode("ascii").strip()
         except UnicodeDecodeError:
@@ -213,7 +220,7 @@ class Daemon:
         self._server: asyncio.AbstractServer | None = None
         self._audit: AuditStore | None = None
         self._engine: Any = None
-        self._sweeper: asyncio.Task[None] | None = None
+        self.scheduler: Scheduler | None = None
         self._docker: DockerDriver | None = None
         self._bound = False  # whether the socket file is ours to remove
         self._started = False
@@ -221,6 +228,10 @@ class Daemon:
     async def start(self) -> None:
         settings = self.settings
         policy = load_policy(settings)
+        try:
+            schedule = ScheduleConfig(**{name: getattr(settings, name) for name in ENV_NAMES})
+        except ScheduleConfigError as exc:
+            raise StartupError(str(exc)) from None
         trusted = load_trusted_keys(settings)
         try:
             audit_key = load_or_create_signing_key(settings.audit_key_path)
@@ -261,7 +272,8 @@ class Daemon:
         self._server = await asyncio.get_running_loop().create_unix_server(
             lambda: PeerChecked(http(), allowed, self._refuse_peer), sock=sock
         )
-        self._sweeper = asyncio.create_task(self._sweep(), name="approval-expiry")
+        self.scheduler = build_scheduler(self.executor, self._engine, schedule)
+        self.scheduler.start()
         await self._audit.append(actor="system", action="executor.start", decision="done", params={"socket": str(settings.socket_path)})
         self._started = True
         log.info("executor listening on %s", settings.socket_path)
@@ -287,22 +299,12 @@ class Daemon:
             )
             task.add_done_callback(lambda t: t.exception())
 
-    async def _sweep(self) -> None:
-        assert self.executor is not None
-        while True:
-            await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
-            with contextlib.suppress(Exception):
-                await self.executor.expire_due()
-                await self.executor.replay.forget_expired(self.executor.clock())
-
     async def stop(self) -> None:
         """Stop accepting, finish running actions (bounded), checkpoint, close."""
         if self._server is not None:
             self._server.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        if self.scheduler is not None:
+            await self.scheduler.shutdown(timeout=SHUTDOWN_GRACE)
         if self.executor is not None:
             self.executor.outbox.wake()
             await self.executor.drain(SHUTDOWN_GRACE)

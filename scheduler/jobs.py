@@ -1,0 +1,333 @@
+"""The scheduled jobs: each a coroutine over an explicit context and ``now``.
+
+A job does its work and returns a :class:`JobResult`: ``ok`` or ``alert``, a one-line
+summary for the audit, the text for the chat (or nothing to say) and figures. It does not
+audit its own run, post, or guard against its own failure: the runner
+(``scheduler.runner``) does that the same way for every job, so a job stays a plain
+function that tests call with any ``now``.
+
+Jobs that read or move the audit chain (verification, the watchdog, retention) take
+``JobContext.chain_lock`` so they never overlap: a verification never races an export.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from audit import AuditEntry, AuditError, Tampered, export_older_than, verify_chain, write_checkpoint
+from audit.canonical import format_ts
+from audit.verify import VerifyReport
+from scheduler.config import ScheduleConfig
+from scheduler.reports import APPROVAL_LOOKBACK, ReportCollector, counts, duration, local, render
+from scheduler.retention import prune_operational
+from scheduler.runs import ALERT, LOOKBACK, OK, REALERT, history_predates, last_run, verification_overdue
+
+if TYPE_CHECKING:
+    from executor.service import Executor
+
+
+@dataclass(slots=True)
+class JobContext:
+    """What every job may use: the executor (audit store, outbox, keys, clock), the
+    executor's database engine, and the schedule's configuration."""
+
+    executor: Executor
+    engine: AsyncEngine
+    config: ScheduleConfig
+    chain_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.executor.clock(), timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    status: str  # ok | alert
+    summary: str  # one line: the audit entry's outcome
+    text: str | None = None  # for the chat; None: nothing worth a message
+    params: dict[str, Any] = field(default_factory=dict)  # figures for the audit entry (no floats)
+    then_run: tuple[str, ...] = ()  # job ids to run right after this one
+
+
+Job = Callable[[JobContext, datetime], Awaitable[JobResult]]
+Schedule = Callable[[ScheduleConfig, tzinfo], BaseTrigger]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    id: str  # the APScheduler job id; the audit action is ``scheduler.<id>``
+    title: str  # for people
+    run: Job
+    schedule: Schedule
+    quiet: bool = False  # audited only when it alerts or fails (frequent housekeeping)
+
+
+# -- verification ---------------------------------------------------------------------------
+
+
+async def verify(ctx: JobContext, now: datetime) -> JobResult:
+    """The whole chain (exports and database) against the newest checkpoint."""
+    executor = ctx.executor
+    async with ctx.chain_lock:
+        try:
+            report = await verify_chain(executor.audit, executor.export_path, executor.trusted_audit_keys)
+        except AuditError as exc:
+            # Nothing can be concluded (unreadable database, checkpoint by an unknown key):
+            # that is not a success, and someone must look.
+            text = f"⚠️ Audit chain could NOT be checked\n{exc}\nRun `wingman audit verify` on the host to see more."
+            return JobResult(ALERT, f"could not verify: {exc}", text)
+    params: dict[str, Any] = {
+        "entries": report.entries,
+        "first_seq": report.first_seq,
+        "last_seq": report.last_seq,
+        "exported": report.exported,
+        "checkpoint_seq": report.checkpoint.seq if report.checkpoint is not None else None,
+        "ms": int(report.seconds * 1000),
+    }
+    if not report.ok:
+        params.update(broken_seq=report.broken_seq, reason=report.reason)
+        return JobResult(ALERT, report.summary(), verify_alert_text(report), params)
+    return JobResult(OK, report.summary(), verify_ok_text(report), params)
+
+
+def verify_ok_text(report: VerifyReport) -> str:
+    if report.entries == 0:
+        span = "the chain is empty"
+    elif report.first_seq is not None:
+        span = f"{report.entries} entries, seq {report.first_seq}..{report.last_seq}"
+    else:
+        span = f"{report.entries} entries, head at seq {report.last_seq}"
+    lines = ["✅ Audit chain intact", span]
+    extra = []
+    if report.exported:
+        extra.append(f"{report.exported} from exports")
+    if report.checkpoint is not None:
+        extra.append(f"checkpoint seq {report.checkpoint.seq} matches")
+    else:
+        extra.append("no signed checkpoint yet")
+    lines.append(" · ".join(extra))
+    lines.append(f"⏱ {report.seconds:.2f} s")
+    return "\n".join(lines)
+
+
+def verify_alert_text(report: VerifyReport) -> str:
+    checked = f"{report.entries} entries before it checked out" if report.entries else "nothing before it checked out"
+    return "\n".join(
+        [
+            "🚨 AUDIT CHAIN BROKEN",
+            f"First broken entry: seq {report.broken_seq}",
+            f"Reason: {report.reason}",
+            f"({checked}, {report.seconds:.2f} s)",
+            "Do not trust the audit log past this point; `wingman audit verify` shows the same offline.",
+        ]
+    )
+
+
+async def watchdog(ctx: JobContext, now: datetime) -> JobResult:
+    """Alert when no verification found the chain intact for too long, then verify now."""
+    max_age = timedelta(hours=ctx.config.verify_max_age_hours)
+    async with ctx.chain_lock:  # a verification still running has its say first
+        last_ok = await last_run(ctx.engine, "verify", since=now - LOOKBACK, decisions=(OK,))
+        last_alert = await last_run(ctx.engine, "verify-watchdog", since=now - REALERT, decisions=(ALERT,))
+        old_enough = await history_predates(ctx.engine, now - max_age)
+    overdue = verification_overdue(
+        now=now,
+        max_age=max_age,
+        last_ok=last_ok.at if last_ok else None,
+        last_alert=last_alert.at if last_alert else None,
+        history_old_enough=old_enough,
+    )
+    if not overdue:
+        return JobResult(OK, "verification is current")
+    tz = ctx.config.tz
+    if last_ok is not None:
+        since = f"since {local(format_ts(last_ok.at), tz, '%Y-%m-%d %H:%M')} ({duration(now - last_ok.at)} ago)"
+    else:
+        since = f"in the last {LOOKBACK.days} days"
+    text = "\n".join(
+        [
+            "⚠️ Audit chain not verified",
+            f"No verification found the chain intact {since}.",
+            f"The nightly check ({ctx.config.verify_at}) did not run or did not pass.",
+            "Running a verification now.",
+        ]
+    )
+    params = {"last_ok": format_ts(last_ok.at) if last_ok else None}
+    return JobResult(ALERT, f"no successful verification {since}", text, params, then_run=("verify",))
+
+
+# -- checkpoint -----------------------------------------------------------------------------
+
+
+async def checkpoint(ctx: JobContext, now: datetime) -> JobResult:
+    """Sign the chain head into a checkpoint file under the export path."""
+    executor = ctx.executor
+    head = await executor.audit.head()
+    try:
+        # A small file, but fsynced twice: off the event loop.
+        written = await asyncio.to_thread(write_checkpoint, head, executor.export_path, executor.audit_key, now)
+    except AuditError as exc:
+        text = (
+            f"🚨 Audit checkpoint NOT written\n{exc}\n"
+            "Without checkpoints a deleted tail of the audit log would go unnoticed."
+        )
+        return JobResult(ALERT, f"checkpoint not written: {exc}", text)
+    short = written.entry_hash[:12]
+    params = {"seq": written.seq, "entry_hash": written.entry_hash, "file": written.path.name}
+    return JobResult(OK, f"checkpoint at seq {written.seq} ({short})", f"🔏 Audit checkpoint: seq {written.seq} · {short}…", params)
+
+
+# -- retention ------------------------------------------------------------------------------
+
+
+async def retention(ctx: JobContext, now: datetime) -> JobResult:
+    """Export and prune audit entries past retention, then prune operational rows.
+
+    If the audit export fails, nothing at all is pruned this run: one clear failure to fix,
+    and the next run does everything.
+    """
+    executor, config = ctx.executor, ctx.config
+    dry = config.retention_dry_run
+    days = config.retention_audit_days
+    async with ctx.chain_lock:
+        try:
+            exported = await export_older_than(
+                executor.audit,
+                executor.export_path,
+                executor.audit_key,
+                now - timedelta(days=days),
+                now,
+                executor.trusted_audit_keys,
+                dry_run=dry,
+            )
+        except (AuditError, Tampered) as exc:
+            reason = f"broken at seq {exc.seq}: {exc.reason}" if isinstance(exc, Tampered) else str(exc)
+            text = f"🚨 Retention stopped: the audit export failed\n{reason}\nNothing was exported or pruned."
+            return JobResult(ALERT, f"audit export failed, nothing pruned: {reason}", text, {"dry_run": dry})
+        removed = await prune_operational(ctx.engine, config, now, dry_run=dry)
+
+    if exported.exported:
+        span = f"seq {exported.first_seq}..{exported.last_seq}"
+        audit_line = (
+            f"Audit: {exported.exported} entries older than {days} days would be exported ({span})"
+            if dry
+            else f"Audit: {exported.exported} entries older than {days} days exported ({span}) and removed"
+        )
+    else:
+        audit_line = f"Audit: nothing older than {days} days"
+    nonzero = Counter({name: n for name, n in removed.items() if n})
+    if nonzero:
+        rows_line = ("Would remove: " if dry else "Removed: ") + counts(nonzero, top=len(nonzero))
+    else:
+        rows_line = "Nothing else past retention"
+    title = "🧹 Retention dry run: nothing was changed" if dry else "🧹 Retention"
+    message = "\n".join([title, audit_line, rows_line]) if dry or exported.exported or nonzero else None
+    if dry:
+        summary = f"dry run: {exported.exported} audit entries and {sum(removed.values())} rows would be removed"
+    else:
+        summary = f"{exported.exported} audit entries exported, {sum(removed.values())} rows removed"
+    params: dict[str, Any] = {
+        "dry_run": dry,
+        "exported": exported.exported,
+        "first_seq": exported.first_seq,
+        "last_seq": exported.last_seq,
+        "removed_entries": exported.removed,
+        "manifest": exported.manifest.name if exported.manifest is not None else None,
+        "rows": removed,
+    }
+    return JobResult(OK, summary, message, params)
+
+
+# -- reports --------------------------------------------------------------------------------
+
+
+async def report(ctx: JobContext, now: datetime, *, days: int, title: str) -> JobResult:
+    """The audit report over the ``days`` before ``now``, streamed from the audit store."""
+    since = now - timedelta(days=days)
+    collector = ReportCollector(since, now)
+    async with ctx.executor.audit.snapshot() as snapshot:
+        # Entries are in seq order, and time order but for clock jumps: start at the last
+        # entry before the lookback and let the collector check each entry's time.
+        start = await snapshot.rows_before(format_ts(since - APPROVAL_LOOKBACK)) or 0
+        async for batch in snapshot.batches(after_seq=start):
+            for row in batch:
+                try:
+                    entry = AuditEntry.from_row(row)
+                except (TypeError, ValueError):
+                    continue  # an edited row: verification reports it, the report skips it
+                collector.add(entry)
+        head_seq = snapshot.head.seq
+    result = collector.report(title=title, head_seq=head_seq)
+    failed = sum(1 for d in result.deploy_problems if d.decision == "failed")
+    params = {
+        "days": days,
+        "entries": result.entries,
+        "refused": result.refused,
+        "approvals": len(result.approvals),
+        "deploys_ok": result.deploys_ok,
+        "deploys_failed": failed,
+    }
+    summary = f"{title.lower()} report: {result.entries} entries, {result.refused} refused, {len(result.approvals)} approvals, {failed} failed deploys"
+    return JobResult(OK, summary, render(result, ctx.config.tz), params)
+
+
+async def daily_report(ctx: JobContext, now: datetime) -> JobResult:
+    return await report(ctx, now, days=1, title="Daily")
+
+
+async def weekly_report(ctx: JobContext, now: datetime) -> JobResult:
+    return await report(ctx, now, days=7, title="Weekly")
+
+
+# -- approvals --------------------------------------------------------------------------------
+
+
+async def approval_expiry(ctx: JobContext, now: datetime) -> JobResult:
+    """Expire approvals past their time (``Executor.expire_due`` audits and notifies each)."""
+    expired = await ctx.executor.expire_due()
+    return JobResult(OK, f"{len(expired)} approvals expired", params={"expired": len(expired)})
+
+
+# -- the table of jobs --------------------------------------------------------------------------
+
+
+def _daily(setting: str) -> Schedule:
+    def schedule(config: ScheduleConfig, tz: tzinfo) -> BaseTrigger:
+        at = config.at(setting)
+        return CronTrigger(hour=at.hour, minute=at.minute, timezone=tz)
+
+    return schedule
+
+
+def _weekly(config: ScheduleConfig, tz: tzinfo) -> BaseTrigger:
+    at = config.at("report_at")
+    return CronTrigger(day_of_week=config.weekday, hour=at.hour, minute=at.minute, timezone=tz)
+
+
+def _watchdog_interval(config: ScheduleConfig, tz: tzinfo) -> BaseTrigger:
+    return IntervalTrigger(minutes=config.watchdog_minutes, timezone=tz)
+
+
+def _expiry_interval(config: ScheduleConfig, tz: tzinfo) -> BaseTrigger:
+    return IntervalTrigger(seconds=config.expiry_sweep_seconds, timezone=tz)
+
+
+JOBS: tuple[JobSpec, ...] = (
+    JobSpec("verify", "audit chain verification", verify, _daily("verify_at")),
+    JobSpec("verify-watchdog", "verification watchdog", watchdog, _watchdog_interval, quiet=True),
+    JobSpec("checkpoint", "audit checkpoint", checkpoint, _daily("checkpoint_at")),
+    JobSpec("retention", "retention", retention, _daily("retention_at")),
+    JobSpec("daily-report", "daily audit report", daily_report, _daily("report_at")),
+    JobSpec("weekly-report", "weekly audit report", weekly_report, _weekly),
+    JobSpec("approval-expiry", "approval expiry", approval_expiry, _expiry_interval, quiet=True),
+)
