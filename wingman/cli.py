@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta, timezone
@@ -27,7 +28,7 @@ from audit import (
 )
 from audit.signing import SigningKey, load_or_create_signing_key
 from executor.errors import StartupError
-from wingman.settings import ExecutorSettings, SettingsError, load_settings
+from wingman.settings import BotSettings, ExecutorSettings, SettingsError, load_settings
 
 EXIT_OK, EXIT_BROKEN, EXIT_ERROR = 0, 1, 2
 
@@ -149,13 +150,66 @@ def _keys_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _executor(args: argparse.Namespace) -> int:
-    from executor.server import serve  # the daemon's imports are not needed by other commands
-
+def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("aiogram.event").setLevel(logging.WARNING)  # one line per update is noise
+
+
+def _executor(args: argparse.Namespace) -> int:
+    from executor.server import serve  # the daemons' imports are not needed by other commands
+
     settings = load_settings(ExecutorSettings)
+    _logging()
     asyncio.run(serve(settings))
+    return EXIT_OK
+
+
+def _bot(args: argparse.Namespace) -> int:
+    from bot.app import check, serve
+
+    settings = load_settings(BotSettings)
+    check(settings)  # a missing token or key is one line, before anything starts
+    _logging()
+    asyncio.run(serve(settings))
+    return EXIT_OK
+
+
+def _up(args: argparse.Namespace) -> int:
+    """Executor and bot in one process for a single host; keys made on first run."""
+    from bot.app import BotApp, bot_key_path, check, check_token
+    from executor.server import Daemon
+
+    bot_settings = load_settings(BotSettings)
+    check_token(bot_settings)
+    key_path = bot_key_path(bot_settings)
+    if not key_path.exists():
+        generate_key_pair(key_path.parent, key_path.stem)
+        print(f"generated the bot's signing key pair in {key_path.parent}")
+    check(bot_settings)
+    executor_settings = load_settings(ExecutorSettings)
+    if not executor_settings.trusted_keys:
+        executor_settings = executor_settings.model_copy(update={"trusted_keys": [key_path.with_suffix(".pub")]})
+    _logging()
+
+    async def run() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        daemon = Daemon(executor_settings)
+        try:
+            await daemon.start()
+            app = BotApp(bot_settings)
+            try:
+                await app.start()
+                await stopping.wait()
+            finally:
+                await app.stop()
+        finally:
+            await daemon.stop()
+
+    asyncio.run(run())
     return EXIT_OK
 
 
@@ -197,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     executor = commands.add_parser("executor", help="run the executor daemon on WINGMAN_SOCKET")
     executor.set_defaults(handler=_executor)
+    bot = commands.add_parser("bot", help="run the Telegram bot")
+    bot.set_defaults(handler=_bot)
+    up = commands.add_parser("up", help="run executor and bot together on this host (keys made on first run)")
+    up.set_defaults(handler=_up)
 
     keys = commands.add_parser("keys", help="manage Ed25519 signing keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

@@ -1,0 +1,147 @@
+"""Running the bot: check its settings, connect to Telegram and the executor, poll, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import BotCommand
+
+from audit.signing import KeyFileError, SigningKey, load_signing_key
+from bot.handlers import ChatGate, RateLimit, build_router
+from bot.notifications import NotificationPump
+from bot.retry import RetryMiddleware
+from executor.client import ExecutorClient
+from wingman.settings import BotSettings, SettingsError
+
+log = logging.getLogger("wingman.bot")
+TOKEN_PATTERN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{1,100}")
+NO_TOKEN = (
+    "TELEGRAM_BOT_TOKEN: not set. In Telegram, talk to @BotFather (https://t.me/BotFather), "
+    "send /newbot, and put the token it gives you in .env as TELEGRAM_BOT_TOKEN=<token> (see .env.example)"
+)
+SHUTDOWN_GRACE = 20.0
+
+MENU = [
+    BotCommand(command="help", description="what you may do here"),
+    BotCommand(command="status", description="containers and their health"),
+    BotCommand(command="logs", description="a container's recent logs"),
+    BotCommand(command="restart", description="restart a container"),
+    BotCommand(command="deploy", description="deploy a new image (needs approval)"),
+    BotCommand(command="rollback", description="back to the previous image (needs approval)"),
+    BotCommand(command="pending", description="requests waiting for approval"),
+    BotCommand(command="vm", description="Proxmox VMs: status, start, shutdown, snapshot"),
+    BotCommand(command="audit", description="the latest audit entries"),
+    BotCommand(command="whoami", description="your id and role"),
+]
+
+
+def bot_key_path(settings: BotSettings) -> Path:
+    return settings.bot_key or settings.data_dir / "keys" / "bot.key"
+
+
+def check_token(settings: BotSettings) -> str:
+    """The bot token, or a SettingsError saying how to get one."""
+    if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value().strip():
+        raise SettingsError(NO_TOKEN)
+    token = settings.telegram_bot_token.get_secret_value().strip()
+    if not TOKEN_PATTERN.fullmatch(token):
+        raise SettingsError("TELEGRAM_BOT_TOKEN: does not look like a bot token (<digits>:<letters>); copy it again from @BotFather")
+    return token
+
+
+def check(settings: BotSettings) -> tuple[str, SigningKey]:
+    """The token and signing key, or a SettingsError saying what to fix."""
+    token = check_token(settings)
+    try:
+        key = load_signing_key(bot_key_path(settings))
+    except KeyFileError as exc:
+        raise SettingsError(f"WINGMAN_BOT_KEY: {exc} (make one with: wingman keys generate --out {bot_key_path(settings).parent} --kid bot)") from None
+    return token, key
+
+
+def make_bot(token: str, api_base: str | None) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api_base)) if api_base else AiohttpSession()
+    session.middleware(RetryMiddleware())
+    return Bot(token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True))
+
+
+class BotApp:
+    """One running bot; ``start`` then ``stop`` (the tests drive it the same way)."""
+
+    def __init__(self, settings: BotSettings) -> None:
+        token, key = check(settings)
+        self.settings = settings
+        self.bot = make_bot(token, settings.telegram_api_base)
+        self.client = ExecutorClient(settings.socket_path, key)
+        self.dispatcher = Dispatcher()
+        self.dispatcher.message.outer_middleware(ChatGate(settings.chat_id))
+        self.dispatcher.callback_query.outer_middleware(ChatGate(settings.chat_id))
+        self.dispatcher.message.middleware(RateLimit())
+        self.dispatcher.include_router(build_router())
+        self.pump = NotificationPump(self.bot, self.client, settings.chat_id)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        try:
+            await self.bot.set_my_commands(MENU)
+        except TelegramAPIError as exc:  # the menu is a nicety; polling retries on its own
+            log.warning("could not set the command menu: %s", exc)
+        self._tasks = [
+            asyncio.create_task(
+                self.dispatcher.start_polling(
+                    self.bot, handle_signals=False, close_bot_session=False, client=self.client, polling_timeout=25
+                ),
+                name="telegram-polling",
+            ),
+            asyncio.create_task(self.pump.run(), name="notifications"),
+        ]
+        log.info("bot started")
+
+    async def stop(self) -> None:
+        """Stop polling, let in-flight executor calls finish (bounded), close the sessions."""
+        self.pump.stop()
+        with contextlib.suppress(RuntimeError):  # polling had not started yet
+            await self.dispatcher.stop_polling()
+        if self.pump.idle:
+            # Parked in a long poll: nothing is half-shown, and an unacknowledged event
+            # comes again after a restart anyway.
+            for task in self._tasks:
+                if task.get_name() == "notifications":
+                    task.cancel()
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=SHUTDOWN_GRACE)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("%s ended with %r", task.get_name(), task.exception())
+        await self.client.close()
+        await self.bot.session.close()
+
+
+async def serve(settings: BotSettings, *, ready: Callable[[], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT."""
+    app = BotApp(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await app.start()
+        if ready is not None:
+            ready()
+        await stopping.wait()
+    finally:
+        await app.stop()

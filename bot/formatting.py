@@ -1,0 +1,207 @@
+"""What the chat shows: executor replies and notifications turned into Telegram HTML.
+
+Pure functions. Everything that came from a user or a container is escaped with
+:func:`esc` before it is placed in HTML, so a container named ``<b>x</b>`` or an argument
+with ``&`` renders literally.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime, timezone
+from typing import Any
+
+TEXT_LIMIT = 4096
+
+STATE_LINES = {
+    "pending": "⏳ waiting for approval",
+    "approved": "✅ approved",
+    "running": "⚙️ running",
+    "done": "✅ done",
+    "failed": "❌ failed",
+    "rejected": "🚫 rejected",
+    "cancelled": "↩️ cancelled by the requester",
+    "expired": "⌛ expired: nobody approved it in time",
+}
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=False)
+
+
+def code(value: object) -> str:
+    return f"<code>{esc(value)}</code>"
+
+
+def _time(epoch: float | None) -> str:
+    if epoch is None:
+        return "?"
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%H:%M UTC")
+
+
+def describe_request(action: str, args: dict[str, Any]) -> str:
+    """``deploy web → nginx:1.27`` in HTML: the action and its arguments, escaped."""
+    words = [f"<b>{esc(action.replace('.', ' '))}</b>"]
+    if args.get("target") is not None:
+        words.append(code(args["target"]))
+    extra = {k: v for k, v in args.items() if k != "target"}
+    if "image" in extra:
+        words.append("→ " + code(extra.pop("image")))
+    words.extend(f"{esc(k)}={code(v)}" for k, v in sorted(extra.items()))
+    return " ".join(words)
+
+
+def approval_text(approval: dict[str, Any], *, progress: dict[str, Any] | None = None, outcome: dict[str, Any] | None = None) -> str:
+    """The approval message, re-rendered whole from its state at every change."""
+    needed = approval.get("approvals_needed", 1)
+    approved_by = approval.get("approved_by") or []
+    state = str(approval.get("state", "pending"))
+    lines = [
+        f"🔐 <b>Request {esc(approval.get('id'))}</b> (tier {esc(approval.get('tier'))})",
+        describe_request(str(approval.get("action")), dict(approval.get("args") or {})),
+        f"Requested by {code(approval.get('requester'))}",
+    ]
+    if state == "pending":
+        count = f"{len(approved_by)} of {needed}" if needed > 1 else "1 approver"
+        lines.append(f"Needs {count}, not the requester · expires {_time(approval.get('expires_at'))}")
+    elif approved_by:
+        lines.append("Approved by " + ", ".join(code(a) for a in approved_by))
+    if state in ("rejected",) and approval.get("decided_by"):
+        lines.append(f"{STATE_LINES[state]} by {code(approval['decided_by'])}")
+    else:
+        lines.append(STATE_LINES.get(state, esc(state)))
+    if progress is not None and state in ("approved", "running"):
+        lines.append(progress_line(progress))
+    if outcome is not None:
+        lines.append(outcome_text(outcome))
+    elif approval.get("result") and state in ("done", "failed"):
+        lines.append(esc(approval["result"]))
+    return "\n".join(lines)
+
+
+def progress_line(progress: dict[str, Any]) -> str:
+    stage = esc(progress.get("stage", "working"))
+    elapsed = progress.get("elapsed")
+    return f"… {stage}" + (f" ({int(elapsed)} s)" if isinstance(elapsed, (int, float)) else "")
+
+
+def outcome_text(reply: dict[str, Any]) -> str:
+    status = reply.get("status")
+    mark = "✅" if status == "done" else "❌"
+    return f"{mark} {esc(reply.get('reason', ''))}"
+
+
+# -- command replies ----------------------------------------------------------------------
+
+
+def reply_text(action: str, status: str, reason: str, result: dict[str, Any]) -> str:
+    """The answer to a command, from the executor's reply."""
+    if status == "pending":
+        approval = result.get("approval") or {}
+        return (
+            f"⏳ {describe_request(action, dict(approval.get('args') or {}))} needs approval "
+            f"(request {code(approval.get('id'))}); the approvers have been asked."
+        )
+    if status != "done":
+        return f"❌ {esc(reason)}"
+    render = _RENDERERS.get(action)
+    return render(result) if render is not None else f"✅ {esc(reason)}"
+
+
+def _whoami(result: dict[str, Any]) -> str:
+    role = result.get("role") or "no role"
+    return f"You are {code('tg:' + str(result.get('user_id')))}, {esc(role)}."
+
+
+def _help(result: dict[str, Any]) -> str:
+    lines = ["<b>What you may do here</b>"]
+    for command in result.get("commands", []):
+        tier = int(command.get("tier", 0))
+        note = " (needs approval)" if tier >= 2 else ""
+        lines.append(f"{code(command.get('usage'))} — {esc(command.get('description'))}{note}")
+    return "\n".join(lines)
+
+
+def _pending(result: dict[str, Any]) -> str:
+    approvals = result.get("approvals") or []
+    if not approvals:
+        return "Nothing is waiting for approval."
+    lines = ["<b>Waiting for approval</b>"]
+    for a in approvals:
+        lines.append(
+            f"{code(a.get('id'))} {describe_request(str(a.get('action')), dict(a.get('args') or {}))} "
+            f"by {code(a.get('requester'))}, expires {_time(a.get('expires_at'))}"
+        )
+    return "\n".join(lines)
+
+
+def _audit(result: dict[str, Any]) -> str:
+    entries = result.get("entries") or []
+    if not entries:
+        return "The audit log is empty."
+    lines = []
+    for e in entries:
+        target = f" {esc(e.get('target'))}" if e.get("target") else ""
+        outcome = f" → {esc(e.get('outcome'))}" if e.get("outcome") else ""
+        lines.append(f"{esc(e.get('seq'))} {esc(str(e.get('ts'))[:19])} {esc(e.get('actor'))} {esc(e.get('action'))}{target} [{esc(e.get('decision'))}]{outcome}")
+    return "<pre>" + "\n".join(lines) + "</pre>"
+
+
+def _verify(result: dict[str, Any]) -> str:
+    mark = "✅" if result.get("ok") else "🚨"
+    return f"{mark} {esc(result.get('summary'))}"
+
+
+def _status(result: dict[str, Any]) -> str:
+    containers = result.get("containers") or []
+    if not containers:
+        return "No containers to show."
+    lines = []
+    for c in containers:
+        health = f", {esc(c['health'])}" if c.get("health") else ""
+        lines.append(
+            f"<b>{esc(c.get('name'))}</b> {esc(c.get('state'))}{health} · {code(c.get('image'))} "
+            f"{esc(c.get('image_id', ''))} · up {esc(c.get('uptime', '-'))} · restarts {esc(c.get('restart_count', 0))}"
+        )
+    return "\n".join(lines)
+
+
+def _logs(result: dict[str, Any]) -> str:
+    lines = result.get("lines") or []
+    header = f"<b>{esc(result.get('name'))}</b>, last {len(lines)} lines"
+    if not lines:
+        return header + ": nothing logged."
+    return header + "\n<pre>" + esc("\n".join(lines)) + "</pre>"
+
+
+_RENDERERS = {
+    "whoami": _whoami,
+    "help": _help,
+    "pending": _pending,
+    "audit": _audit,
+    "verify": _verify,
+    "status": _status,
+    "logs": _logs,
+}
+
+
+def fits(text: str) -> bool:
+    """Whether Telegram takes ``text`` as one message (it counts the visible characters)."""
+    return len(text) <= TEXT_LIMIT or len(html.unescape(_strip_tags(text))) <= TEXT_LIMIT
+
+
+def _strip_tags(text: str) -> str:
+    out, inside = [], False
+    for char in text:
+        if char == "<":
+            inside = True
+        elif char == ">" and inside:
+            inside = False
+        elif not inside:
+            out.append(char)
+    return "".join(out)
+
+
+def as_plain(text: str) -> str:
+    """The visible text of an HTML message (for sending it as a document)."""
+    return html.unescape(_strip_tags(text))

@@ -1,0 +1,250 @@
+"""Chat commands and approval buttons: each becomes one signed request to the executor.
+
+The bot decides nothing: it parses the command, asks the executor, and shows the answer.
+Who may do what, and whether a tap counts, is the executor's word.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiogram import BaseMiddleware, Bot, F, Router
+from aiogram.filters import Command, CommandObject
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import (
+    BufferedInputFile,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    ReplyParameters,
+    TelegramObject,
+)
+
+from bot.formatting import as_plain, esc, fits, reply_text
+from executor.client import ExecutorClient, ExecutorUnreachable
+
+log = logging.getLogger("wingman.bot")
+
+UNREACHABLE = "⚠️ The executor is not answering right now; nothing was done. Try again in a minute."
+
+
+class ApprovalButton(CallbackData, prefix="ap"):
+    """Carries only the approval id and the tap's meaning: the executor decides who may act."""
+
+    op: str  # "approve", "reject" or "cancel"
+    id: str
+
+
+def approval_keyboard(approval_id: str, *, for_requester: bool) -> InlineKeyboardMarkup:
+    if for_requester:
+        buttons = [InlineKeyboardButton(text="Cancel request", callback_data=ApprovalButton(op="cancel", id=approval_id).pack())]
+    else:
+        buttons = [
+            InlineKeyboardButton(text="✅ Approve", callback_data=ApprovalButton(op="approve", id=approval_id).pack()),
+            InlineKeyboardButton(text="🚫 Reject", callback_data=ApprovalButton(op="reject", id=approval_id).pack()),
+        ]
+    return InlineKeyboardMarkup(inline_keyboard=[buttons])
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+
+class Usage(Exception):
+    """The command's arguments do not fit; ``str()`` is the usage line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    action: str
+    args: dict[str, Any]
+
+
+def parse(command: str, text: str | None) -> Parsed:
+    """``/deploy web nginx:1.27`` → ``Parsed("deploy", {"target": "web", "image": "nginx:1.27"})``."""
+    words = (text or "").split()
+
+    def need(count: int, usage: str, optional: int = 0) -> list[str]:
+        if not count <= len(words) <= count + optional:
+            raise Usage(f"Usage: {usage}")
+        return words
+
+    if command in ("help", "whoami", "pending", "verify", "prune"):
+        need(0, f"/{command}")
+        return Parsed(command, {})
+    if command == "start" and not words:
+        return Parsed("help", {})  # Telegram's own /start, when someone first opens the chat
+    if command == "status":
+        need(0, "/status [name]", 1)
+        return Parsed("status", {"target": words[0]} if words else {})
+    if command in ("restart", "start", "stop", "rollback", "remove"):
+        need(1, f"/{command} <name>")
+        return Parsed(command, {"target": words[0]})
+    if command == "logs":
+        need(1, "/logs <name> [lines]", 1)
+        args: dict[str, Any] = {"target": words[0]}
+        if len(words) == 2:
+            if not words[1].isdigit():
+                raise Usage("Usage: /logs <name> [lines] — lines is a number, e.g. /logs web 100")
+            args["lines"] = int(words[1])
+        return Parsed("logs", args)
+    if command == "deploy":
+        need(2, "/deploy <name> <image:tag>")
+        return Parsed("deploy", {"target": words[0], "image": words[1]})
+    if command == "audit":
+        need(0, "/audit [n]", 1)
+        if words and not words[0].isdigit():
+            raise Usage("Usage: /audit [n] — n is a number, e.g. /audit 20")
+        return Parsed("audit", {"n": int(words[0])} if words else {})
+    if command == "cancel":
+        need(1, "/cancel <request id>")
+        return Parsed("approval.cancel", {"id": words[0]})
+    if command == "vm":
+        return _parse_vm(words)
+    raise Usage("Unknown command; /help lists what you may do.")
+
+
+def _vmid(word: str) -> int | str:
+    return int(word) if word.isdigit() else word
+
+
+def _parse_vm(words: list[str]) -> Parsed:
+    usage = "Usage: /vm status [vmid] | start|shutdown|reboot <vmid> | snapshot <vmid> [name] | rollback <vmid> <snapshot>"
+    if not words:
+        raise Usage(usage)
+    sub, rest = words[0], words[1:]
+    if sub == "status" and len(rest) <= 1:
+        return Parsed("vm.status", {"target": _vmid(rest[0])} if rest else {})
+    if sub in ("start", "shutdown", "reboot") and len(rest) == 1:
+        return Parsed(f"vm.{sub}", {"target": _vmid(rest[0])})
+    if sub == "snapshot" and len(rest) in (1, 2):
+        return Parsed("vm.snapshot", {"target": _vmid(rest[0]), **({"name": rest[1]} if len(rest) == 2 else {})})
+    if sub == "rollback" and len(rest) == 2:
+        return Parsed("vm.rollback", {"target": _vmid(rest[0]), "snapshot": rest[1]})
+    raise Usage(usage)
+
+
+COMMANDS = (
+    "help", "whoami", "status", "pending", "logs", "restart", "start", "stop", "deploy", "rollback",
+    "remove", "prune", "audit", "verify", "cancel", "vm",
+)  # fmt: skip
+
+
+# -- middlewares --------------------------------------------------------------------------
+
+
+class ChatGate(BaseMiddleware):
+    """Commands count in the team chat and in private chats; other groups are ignored."""
+
+    def __init__(self, team_chat: int | None) -> None:
+        self.team_chat = team_chat
+
+    async def __call__(self, handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]], event: TelegramObject, data: dict[str, Any]) -> Any:
+        message = event.message if isinstance(event, CallbackQuery) else event
+        chat = getattr(message, "chat", None)
+        if chat is None or not (chat.type == "private" or chat.id == self.team_chat):
+            return None
+        return await handler(event, data)
+
+
+class RateLimit(BaseMiddleware):
+    """At most ``limit`` commands a minute per user; past that one polite line, then silence."""
+
+    def __init__(self, limit: int = 20, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._seen: dict[int, deque[float]] = defaultdict(deque)
+        self._warned: dict[int, float] = {}
+
+    async def __call__(self, handler: Callable[[Message, dict[str, Any]], Awaitable[Any]], event: Message, data: dict[str, Any]) -> Any:  # type: ignore[override]
+        user = event.from_user.id if event.from_user else 0
+        now = self.clock()
+        seen = self._seen[user]
+        while seen and seen[0] <= now - self.window:
+            seen.popleft()
+        if len(seen) >= self.limit:
+            if self._warned.get(user, -1e9) <= now - self.window:
+                self._warned[user] = now
+                await event.reply(f"Slow down, please: at most {self.limit} commands a minute.")
+            return None
+        seen.append(now)
+        return await handler(event, data)
+
+
+# -- handlers -----------------------------------------------------------------------------
+
+
+def chat_context(message: Message) -> dict[str, Any]:
+    return {"chat_id": message.chat.id, "private": message.chat.type == "private", "message_id": message.message_id}
+
+
+async def send_text(
+    bot: Bot, chat_id: int, text: str, *, name: str = "reply", reply_to: int | None = None, **kwargs: Any
+) -> Message:
+    """Send ``text`` (as a reply to ``reply_to``); too long for one message, it goes as a document."""
+    if reply_to is not None:
+        kwargs["reply_parameters"] = ReplyParameters(message_id=reply_to, allow_sending_without_reply=True)
+    if fits(text):
+        return await bot.send_message(chat_id, text, **kwargs)
+    document = BufferedInputFile(as_plain(text).encode("utf-8"), filename=f"{name}.txt")
+    caption = f"{esc(name)}: too long for a message, attached as a file"
+    return await bot.send_document(chat_id, document, caption=caption, **kwargs)
+
+
+def build_router() -> Router:
+    router = Router(name="commands")
+
+    @router.message(Command(*COMMANDS, ignore_case=True))
+    async def on_command(message: Message, command: CommandObject, client: ExecutorClient, bot: Bot) -> None:
+        user = message.from_user
+        if user is None:
+            return
+        try:
+            parsed = parse(command.command.lower(), command.args)
+        except Usage as exc:
+            await message.reply(esc(str(exc)))
+            return
+        try:
+            reply = await client.call(user.id, parsed.action, parsed.args, chat_context(message))
+        except ExecutorUnreachable as exc:
+            log.error("%s", exc)
+            await message.reply(UNREACHABLE)
+            return
+        text = reply_text(parsed.action, reply.status, reply.reason, reply.result)
+        name = f"{parsed.action}-{parsed.args.get('target', '')}".strip("-").replace("/", "_")
+        await send_text(bot, message.chat.id, text, name=name, reply_to=message.message_id)
+
+    @router.callback_query(ApprovalButton.filter())
+    async def on_button(query: CallbackQuery, callback_data: ApprovalButton, client: ExecutorClient) -> None:
+        action = {"approve": "approval.approve", "reject": "approval.reject", "cancel": "approval.cancel"}.get(callback_data.op)
+        if action is None:
+            await query.answer("This button is not understood.", show_alert=True)
+            return
+        chat = {"chat_id": query.message.chat.id if query.message else None, "private": False}
+        try:
+            reply = await client.call(query.from_user.id, action, {"id": callback_data.id}, chat)
+        except ExecutorUnreachable as exc:
+            log.error("%s", exc)
+            await query.answer("The executor is not answering; nothing was done. Try again in a minute.", show_alert=True)
+            return
+        refused = reply.status not in ("done", "pending")
+        text = reply.reason[:190] if refused else _tap_answer(callback_data.op, reply.reason)
+        await query.answer(text, show_alert=refused)
+
+    @router.message(F.text.startswith("/"))
+    async def on_unknown(message: Message) -> None:
+        await message.reply("Unknown command; /help lists what you may do.")
+
+    return router
+
+
+def _tap_answer(op: str, reason: str) -> str:
+    if op == "approve":
+        return "Approved: running now." if reason.startswith("approved") else reason[:190]
+    return {"reject": "Rejected.", "cancel": "Cancelled."}.get(op, reason[:190])

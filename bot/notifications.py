@@ -1,0 +1,137 @@
+"""Delivering the executor's notifications: post or edit, then acknowledge.
+
+A background task long-polls the executor's outbox, shows each event in its chat (in id
+order), and acknowledges it only after Telegram accepted it: nothing is lost across a
+bot restart or Telegram errors. Events about one subject (an approval) edit the message
+that already shows it, which the executor remembers for us. Progress edits are thinned
+to about one a second per message; a final state is always shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
+
+from bot.formatting import approval_text, esc
+from bot.handlers import approval_keyboard, send_text
+from executor.client import ExecutorClient, ExecutorUnreachable
+
+log = logging.getLogger("wingman.bot")
+
+EDIT_INTERVAL = 1.0
+POLL_WAIT = 25.0
+TRANSIENT = (TelegramRetryAfter, TelegramServerError, TelegramNetworkError)
+
+
+class NotificationPump:
+    def __init__(self, bot: Bot, client: ExecutorClient, team_chat: int | None) -> None:
+        self.bot = bot
+        self.client = client
+        self.team_chat = team_chat
+        self._last_edit: dict[tuple[int, int], float] = {}
+        self._stopping = asyncio.Event()
+        self.idle = True  # waiting on the executor, not half-way through showing a batch
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                self.idle = True
+                events = await self.client.poll(wait=POLL_WAIT)
+                self.idle = False
+                if events:
+                    await self.deliver(events)
+                failures = 0
+            except (ExecutorUnreachable, *TRANSIENT) as exc:
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures)
+                log.warning("notifications paused for %.1f s: %s", delay, exc)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def deliver(self, events: list[dict[str, Any]]) -> None:
+        """Show ``events`` in order; acknowledge those shown. A transient failure stops the
+        batch there, so later events wait and order holds."""
+        delivered: list[int] = []
+        posted: list[dict[str, int]] = []
+        superseded = _superseded_progress(events)
+        try:
+            for event in events:
+                if event["id"] in superseded:
+                    delivered.append(event["id"])
+                    continue
+                chat = event.get("chat_id") if event.get("chat_id") is not None else self.team_chat
+                if chat is None:
+                    log.warning("notification %s is for the team chat, but WINGMAN_CHAT_ID is not set", event["id"])
+                    delivered.append(event["id"])
+                    continue
+                try:
+                    created = await self.show(event, int(chat))
+                except (TelegramBadRequest, TelegramForbiddenError) as exc:
+                    # Telegram will never take this one (chat gone, bot blocked): say so, move on.
+                    log.error("notification %s cannot be shown in chat %s: %s", event["id"], chat, exc)
+                    created = None
+                delivered.append(event["id"])
+                if created is not None:
+                    posted.append({"id": event["id"], "chat_id": int(chat), "message_id": created})
+        finally:
+            if delivered:
+                await self.client.ack(delivered, posted)
+
+    async def show(self, event: dict[str, Any], chat: int) -> int | None:
+        """Post or edit; returns the id of a message it created, if any."""
+        kind = str(event.get("kind"))
+        payload = event.get("payload") or {}
+        if "approval" not in payload:
+            text = esc(payload.get("text", kind))
+            return (await send_text(self.bot, chat, text, name=kind)).message_id
+        approval = payload["approval"]
+        text = approval_text(approval, progress=payload.get("progress"), outcome=payload.get("outcome"))
+        markup = None
+        if approval.get("state") == "pending":
+            markup = approval_keyboard(str(approval["id"]), for_requester=event.get("chat_id") is not None)
+        existing = (event.get("messages") or {}).get(str(chat))
+        if existing is not None:
+            if kind == "progress" and not self._edit_due(chat, existing):
+                return None  # thinned: a later edit shows a newer state
+            await self._pace(chat, existing)
+            try:
+                await self.bot.edit_message_text(text=text, chat_id=chat, message_id=existing, reply_markup=markup)
+                return None
+            except TelegramBadRequest as exc:
+                if "not modified" in str(exc):
+                    return None
+                log.info("message %s in chat %s cannot be edited (%s); posting anew", existing, chat, exc)
+        message = await self.bot.send_message(chat, text, reply_markup=markup)
+        self._last_edit[(chat, message.message_id)] = time.monotonic()
+        return message.message_id
+
+    def _edit_due(self, chat: int, message_id: int) -> bool:
+        return time.monotonic() - self._last_edit.get((chat, message_id), 0.0) >= EDIT_INTERVAL
+
+    async def _pace(self, chat: int, message_id: int) -> None:
+        wait = EDIT_INTERVAL - (time.monotonic() - self._last_edit.get((chat, message_id), 0.0))
+        if wait > 0:
+            await asyncio.sleep(wait)  # Telegram limits edits per message; keep to ~1 a second
+        self._last_edit[(chat, message_id)] = time.monotonic()
+
+
+def _superseded_progress(events: list[dict[str, Any]]) -> set[int]:
+    """Progress events followed, in the same batch, by a newer event about the same subject."""
+    latest: dict[tuple[Any, Any], int] = {}
+    for event in events:
+        latest[(event.get("ref"), event.get("chat_id"))] = event["id"]
+    return {
+        e["id"] for e in events
+        if e.get("kind") == "progress" and e.get("ref") is not None and latest[(e.get("ref"), e.get("chat_id"))] != e["id"]
+    }  # fmt: skip

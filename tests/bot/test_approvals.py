@@ -1,0 +1,182 @@
+"""Approvals in the chat: buttons, who may tap, live progress, and a real container deployed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from docker.api.client import APIClient
+
+from bot.handlers import ApprovalButton
+from tests.bot.conftest import TEAM, World
+from tests.docker.engine import Resources
+from tests.docker.images import BuiltImages
+from tests.harness import ADMIN, APPROVER, APPROVER2, OPERATOR
+
+
+def button(op: str, approval_id: str) -> str:
+    return ApprovalButton(op=op, id=approval_id).pack()
+
+
+async def request_approval(world: World, user: int, text: str) -> str:
+    [reply] = await world.reply_to(user, text)
+    assert "needs approval" in reply.text, reply.text
+    return reply.text.split("(request ")[1].split(")")[0]
+
+
+async def answer_to_tap(world: World, user: int, approval_id: str, op: str) -> str:
+    message = await world.approval_message(approval_id)
+    before = len(world.double.callback_answers)
+    world.double.press(user, message, button(op, approval_id))
+    answers = await world.double.wait_for(
+        lambda: world.double.callback_answers[before:] or None, timeout=30, what=f"the answer to {user}'s {op}"
+    )
+    return str(answers[0].text)
+
+
+async def final_text(world: World, approval_id: str, marker: str) -> Any:
+    return await world.double.wait_for(
+        lambda: next((m for m in world.double.chat(TEAM) if f"Request {approval_id}" in m.text and marker in m.text), None),
+        timeout=60,
+        what=f"request {approval_id} to show {marker!r}",
+    )
+
+
+@pytest.fixture
+async def docker_world(make_world: Any, resources: Resources, images: BuiltImages) -> World:
+    world = await make_world(container_allowlist=[f"{resources.prefix}-*"], deploy_timeout_seconds=20)
+    resources.container(images.ref("v1"), "web")
+    return world
+
+
+async def test_deploy_through_the_chat(docker_world: World, resources: Resources, images: BuiltImages, engine: APIClient) -> None:
+    world = docker_world
+    approval_id = await request_approval(world, OPERATOR, f"/deploy {resources.name('web')} {images.ref('v2')}")
+    message = await world.approval_message(approval_id)
+    assert [b["text"] for b in message.buttons] == ["✅ Approve", "🚫 Reject"]
+    assert "Needs 1 approver, not the requester" in message.text
+
+    assert await answer_to_tap(world, OPERATOR, approval_id, "approve") == "you cannot approve your own request"
+    assert await answer_to_tap(world, APPROVER, approval_id, "approve") == "Approved: running now."
+    done = await final_text(world, approval_id, "✅ done")
+    assert engine.inspect_container(resources.name("web"))["Image"] == images.id("v2")
+    assert done.buttons == []
+    assert f"Approved by tg:{APPROVER}" in done.text
+    # Edited in place: one approval message in the team chat, which went through progress.
+    assert [m.message_id for m in world.double.chat(TEAM) if f"Request {approval_id}" in m.text] == [done.message_id]
+
+
+
+async def test_a_long_deploy_shows_its_progress_live(docker_world: World, resources: Resources, images: BuiltImages, engine: APIClient) -> None:
+    """An image without a health check must stay up for the running window (10 s): the
+    approval message shows the wait as it happens, about once a second."""
+    world = docker_world
+    approval_id = await request_approval(world, OPERATOR, f"/deploy {resources.name('web')} {images.ref('nohc')}")
+    await answer_to_tap(world, APPROVER, approval_id, "approve")
+    done = await final_text(world, approval_id, "✅ done")
+    progress = [v.text.splitlines()[-1] for v in done.history if v.text.splitlines()[-1].startswith("…")]
+    assert len(progress) >= 3, [v.text for v in done.history]
+    assert engine.inspect_container(resources.name("web"))["Image"] == images.id("nohc")
+
+
+async def test_two_approvers_at_once_deploy_once(docker_world: World, resources: Resources, images: BuiltImages) -> None:
+    world = docker_world
+    approval_id = await request_approval(world, OPERATOR, f"/deploy {resources.name('web')} {images.ref('v2')}")
+    message = await world.approval_message(approval_id)
+    world.double.press(APPROVER, message, button("approve", approval_id))
+    world.double.press(APPROVER2, message, button("approve", approval_id))
+    answers = await world.double.wait_for(lambda: world.double.callback_answers if len(world.double.callback_answers) >= 2 else None, timeout=30)
+    texts = sorted(a.text for a in answers)
+    assert texts[0] == "Approved: running now." and "already decided" in texts[1]
+    await final_text(world, approval_id, "✅ done")
+    deploys = [e for e in await world.harness.executor.audit.tail(50) if e.action == "deploy" and e.decision == "executed"]
+    assert len(deploys) == 1
+
+
+async def test_a_failed_deploy_says_what_it_rolled_back_to(docker_world: World, resources: Resources, images: BuiltImages) -> None:
+    world = docker_world
+    approval_id = await request_approval(world, OPERATOR, f"/deploy {resources.name('web')} {images.ref('unhealthy')}")
+    await answer_to_tap(world, APPROVER, approval_id, "approve")
+    failed = await final_text(world, approval_id, "❌")
+    assert "failed" in failed.text and "rolled back to" in failed.text and images.ref("v1") in failed.text
+
+
+async def test_reject_and_expiry_edit_the_message(docker_world: World, resources: Resources, images: BuiltImages) -> None:
+    world = docker_world
+    first = await request_approval(world, OPERATOR, f"/deploy {resources.name('web')} {images.ref('v2')}")
+    assert await answer_to_tap(world, APPROVER, first, "reject") == "Rejected."
+    rejected = await final_text(world, first, "🚫 rejected")
+    assert rejected.buttons == []
+
+    second = await request_approval(world, OPERATOR, f"/deploy {resources.name('web')} {images.ref('v3')}")
+    await world.approval_message(second)
+    world.harness.executor.clock = lambda: time.time() + world.harness.settings.approval_ttl_seconds + 1
+    await world.harness.executor.expire_due()
+    expired = await final_text(world, second, "⌛ expired")
+    assert expired.buttons == []
+
+
+async def test_a_tap_on_a_message_from_before_a_bot_restart_still_works(docker_world: World, resources: Resources, images: BuiltImages, engine: APIClient) -> None:
+    world = docker_world
+    approval_id = await request_approval(world, OPERATOR, f"/deploy {resources.name('web')} {images.ref('v2')}")
+    await world.approval_message(approval_id)
+    await world.restart_bot()
+    assert await answer_to_tap(world, APPROVER, approval_id, "approve") == "Approved: running now."
+    await final_text(world, approval_id, "✅ done")
+    assert engine.inspect_container(resources.name("web"))["Image"] == images.id("v2")
+
+
+async def test_tier_three_needs_two_approvers_in_the_chat(make_world: Any, tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text("actions:\n  audit: {tier: 3}\n")
+    world = await make_world(policy=tmp_path / "policy.yaml", allow_dangerous_ops=True)
+    approval_id = await request_approval(world, APPROVER, "/audit 3")
+    assert "Needs 0 of 2" in (await world.approval_message(approval_id)).text
+    assert await answer_to_tap(world, ADMIN, approval_id, "approve") == "approval 1 of 2 counted"
+    await final_text(world, approval_id, "Needs 1 of 2")
+    assert await answer_to_tap(world, APPROVER2, approval_id, "approve") == "Approved: running now."
+    await final_text(world, approval_id, "✅ done")
+
+
+async def test_notifications_survive_429_and_500_exactly_once_in_order(world: World) -> None:
+    world.double.fail_next("sendMessage", count=2, status=429, retry_after=1)
+    world.double.fail_next("sendMessage", count=2, status=500)
+    for n in range(6):
+        await world.harness.executor.outbox.add("report", {"text": f"report {n}"}, now=0.0)
+    shown = await world.double.wait_for(
+        lambda: [m.text for m in world.double.chat(TEAM) if m.text.startswith("report")]
+        if len([m for m in world.double.chat(TEAM) if m.text.startswith("report")]) >= 6 else None,
+        timeout=60,
+    )
+    assert shown == [f"report {n}" for n in range(6)]
+    assert any(c.injected and c.status == 429 for c in world.double.calls_to("sendMessage"))
+    assert any(c.injected and c.status == 500 for c in world.double.calls_to("sendMessage"))
+    # Acknowledged: nothing comes again.
+    assert await world.harness.client().poll(wait=0) == []
+
+
+async def test_edits_survive_429_and_500_and_the_final_state_shows(make_world: Any, tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text("actions:\n  verify: {tier: 2}\n")
+    world = await make_world(policy=tmp_path / "policy.yaml")
+    approval_id = await request_approval(world, ADMIN, "/verify")
+    await world.approval_message(approval_id)
+    world.double.fail_next("editMessageText", count=1, status=429, retry_after=1)
+    world.double.fail_next("editMessageText", count=1, status=500)
+    assert await answer_to_tap(world, APPROVER, approval_id, "approve") == "Approved: running now."
+    done = await final_text(world, approval_id, "✅ done")
+    assert [m.message_id for m in world.double.chat(TEAM) if f"Request {approval_id}" in m.text] == [done.message_id]
+
+
+async def test_a_long_log_arrives_as_a_document(make_world: Any, resources: Resources, images: BuiltImages, engine: APIClient) -> None:
+    world = await make_world(container_allowlist=[f"{resources.prefix}-*"])
+    chatty = resources.container(
+        images.ref("v1"), "chatty", command=["sh", "-c", "i=0; while [ $i -lt 10000 ]; do echo line $i of the log; i=$((i+1)); done"]
+    )
+    await asyncio.to_thread(engine.wait, chatty["Id"], timeout=60)  # it has written all 10,000 lines
+    [reply] = await world.reply_to(OPERATOR, f"/logs {resources.name('chatty')} 500")
+    assert reply.kind == "document"
+    assert reply.file is not None
+    lines = reply.file.data.decode().splitlines()
+    assert lines[-1] == "line 9999 of the log" and len(lines) >= 500

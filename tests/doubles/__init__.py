@@ -1,0 +1,1 @@
+"""Test doubles for the process boundaries Wingman talks across (one shared fake per boundary)."""
