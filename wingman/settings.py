@@ -48,11 +48,25 @@ UserIds = Annotated[list[int], NoDecode, BeforeValidator(_comma_list), AfterVali
 PathList = Annotated[list[Path], NoDecode, BeforeValidator(_comma_list)]
 
 
+def setting(default: Any, name: str, doc: str, *, group: str, example: str | None = None, **limits: Any) -> Any:
+    """A field read from ``name``; ``doc``, ``group`` and ``example`` make .env.example and the
+    README's table (see wingman.settings_doc), so the three cannot disagree."""
+    extra = {"group": group, **({"example": example} if example is not None else {})}
+    if isinstance(default, list):
+        return Field(default_factory=list, validation_alias=name, description=doc, json_schema_extra=extra, **limits)
+    return Field(default, validation_alias=name, description=doc, json_schema_extra=extra, **limits)
+
+
+BOTH, BOT = "Both processes", "Bot (wingman bot): holds no Docker socket, no Proxmox credentials"
+EXECUTOR, ACCESS = "Executor (wingman executor, and the offline wingman audit commands)", "Executor: who may do what"
+JOBS, DOCKER, PROXMOX = "Executor: scheduled jobs and retention", "Executor: Docker", "Executor: Proxmox VE"
+
+
 class _Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True, frozen=True)
 
-    data_dir: Path = Field(Path("./data"), validation_alias="WINGMAN_DATA_DIR")
-    socket: Path | None = Field(None, validation_alias="WINGMAN_SOCKET")
+    data_dir: Path = setting(Path("./data"), "WINGMAN_DATA_DIR", "Where Wingman keeps its SQLite database, generated keys and audit files.", group=BOTH)
+    socket: Path | None = setting(None, "WINGMAN_SOCKET", "The executor's Unix socket. Default: <WINGMAN_DATA_DIR>/run/executor.sock", group=BOTH, example="/run/wingman/executor.sock")
 
     @property
     def socket_path(self) -> Path:
@@ -63,45 +77,44 @@ class _Settings(BaseSettings):
 class ExecutorSettings(_Settings):
     """Everything ``wingman executor`` (and the offline ``wingman audit`` commands) reads."""
 
-    db_url: str | None = Field(None, validation_alias="WINGMAN_DB_URL")
-    allowed_uids: UserIds = Field(default_factory=list, validation_alias="WINGMAN_ALLOWED_UIDS")
-    trusted_keys: PathList = Field(default_factory=list, validation_alias="WINGMAN_TRUSTED_KEYS")
-    audit_key: Path | None = Field(None, validation_alias="WINGMAN_AUDIT_KEY")
-    audit_export_path: Path | None = Field(None, validation_alias="WINGMAN_AUDIT_EXPORT_PATH")
-    deploy_timeout_seconds: int = Field(60, gt=0, le=3600, validation_alias="WINGMAN_DEPLOY_TIMEOUT_SECONDS")
-    approval_ttl_seconds: int = Field(900, gt=0, le=7 * 86400, validation_alias="WINGMAN_APPROVAL_TTL_SECONDS")
-    policy: Path | None = Field(None, validation_alias="WINGMAN_POLICY")
-    admins: UserIds = Field(default_factory=list, validation_alias="WINGMAN_ADMINS")
-    approvers: UserIds = Field(default_factory=list, validation_alias="WINGMAN_APPROVERS")
-    operators: UserIds = Field(default_factory=list, validation_alias="WINGMAN_OPERATORS")
-    viewers: UserIds = Field(default_factory=list, validation_alias="WINGMAN_VIEWERS")
-    image_allowlist: CommaList = Field(default_factory=list, validation_alias="WINGMAN_IMAGE_ALLOWLIST")
-    container_allowlist: CommaList = Field(default_factory=list, validation_alias="WINGMAN_CONTAINER_ALLOWLIST")
-    vm_allowlist: UserIds = Field(default_factory=list, validation_alias="WINGMAN_VM_ALLOWLIST")
-    node_allowlist: CommaList = Field(default_factory=list, validation_alias="WINGMAN_NODE_ALLOWLIST")
-    read_only: Flag = Field(False, validation_alias="WINGMAN_READ_ONLY")
-    allow_dangerous_ops: Flag = Field(False, validation_alias="WINGMAN_ALLOW_DANGEROUS_OPS")
-    retention_audit_days: int = Field(90, ge=1, validation_alias="RETENTION_AUDIT_DAYS")
-    # The scheduled jobs (scheduler.ScheduleConfig checks the times and the zone).
-    verify_at: str = Field("02:30", validation_alias="WINGMAN_VERIFY_AT")
-    checkpoint_at: str = Field("00:05", validation_alias="WINGMAN_CHECKPOINT_AT")
-    retention_at: str = Field("03:00", validation_alias="WINGMAN_RETENTION_AT")
-    report_at: str = Field("08:00", validation_alias="WINGMAN_REPORT_AT")
-    weekly_report_day: str = Field("mon", validation_alias="WINGMAN_WEEKLY_REPORT_DAY")
-    timezone: str | None = Field(None, validation_alias="WINGMAN_TIMEZONE")
-    retention_executions_days: int = Field(7, ge=1, validation_alias="RETENTION_EXECUTIONS_DAYS")
-    retention_failed_days: int = Field(14, ge=1, validation_alias="RETENTION_FAILED_DAYS")
-    retention_other_days: int = Field(30, ge=1, validation_alias="RETENTION_OTHER_DAYS")
-    retention_notifications_days: int = Field(30, ge=1, validation_alias="RETENTION_NOTIFICATIONS_DAYS")
-    retention_approvals_days: int = Field(30, ge=1, validation_alias="RETENTION_APPROVALS_DAYS")
-    retention_dry_run: Flag = Field(False, validation_alias="RETENTION_DRY_RUN")
-    docker_host: str | None = Field(None, validation_alias="DOCKER_HOST")
-    proxmox_host: str | None = Field(None, validation_alias="PROXMOX_HOST")
-    proxmox_token: SecretStr | None = Field(None, validation_alias="PROXMOX_TOKEN")
-    proxmox_user: str | None = Field(None, validation_alias="PROXMOX_USER")
-    proxmox_password: SecretStr | None = Field(None, validation_alias="PROXMOX_PASSWORD")
+    db_url: str | None = setting(None, "WINGMAN_DB_URL", "Database. Default: SQLite at <WINGMAN_DATA_DIR>/wingman.db; production: postgresql+asyncpg://user:password@host/db", group=EXECUTOR, example="postgresql+asyncpg://wingman:secret@db.example/wingman")
+    allowed_uids: UserIds = setting([], "WINGMAN_ALLOWED_UIDS", "Unix uids besides the executor's own that may connect to the socket (e.g. the bot's).", group=EXECUTOR)
+    trusted_keys: PathList = setting([], "WINGMAN_TRUSTED_KEYS", "Public keys whose signed requests are accepted, comma-separated; each key's id is its file stem.", group=EXECUTOR, example="./data/keys/bot.pub")
+    audit_key: Path | None = setting(None, "WINGMAN_AUDIT_KEY", "The executor's own Ed25519 key for audit checkpoints and export manifests; generated when absent. Default: <WINGMAN_DATA_DIR>/audit.key", group=EXECUTOR, example="./data/audit.key")
+    audit_export_path: Path | None = setting(None, "WINGMAN_AUDIT_EXPORT_PATH", "Where checkpoints and retention exports go (keep a copy off this host). Default: <WINGMAN_DATA_DIR>/audit", group=EXECUTOR, example="./data/audit")
+    approval_ttl_seconds: int = setting(900, "WINGMAN_APPROVAL_TTL_SECONDS", "How long an approval request stays open.", group=EXECUTOR, gt=0, le=7 * 86400)
+    policy: Path | None = setting(None, "WINGMAN_POLICY", "Optional YAML policy file (roles, allowlists, re-tiered actions); see deploy/policy.example.yaml.", group=ACCESS, example="./policy.yaml")
+    admins: UserIds = setting([], "WINGMAN_ADMINS", "Telegram user ids of admins (admin > approver > operator > viewer; unknown users get nothing).", group=ACCESS)
+    approvers: UserIds = setting([], "WINGMAN_APPROVERS", "Telegram user ids of approvers.", group=ACCESS)
+    operators: UserIds = setting([], "WINGMAN_OPERATORS", "Telegram user ids of operators.", group=ACCESS)
+    viewers: UserIds = setting([], "WINGMAN_VIEWERS", "Telegram user ids of viewers.", group=ACCESS)
+    container_allowlist: CommaList = setting([], "WINGMAN_CONTAINER_ALLOWLIST", "Containers Wingman may touch: exact names or prefix-* globs. Empty: none.", group=ACCESS)
+    vm_allowlist: UserIds = setting([], "WINGMAN_VM_ALLOWLIST", "Proxmox VMIDs Wingman may touch. Empty: none.", group=ACCESS)
+    node_allowlist: CommaList = setting([], "WINGMAN_NODE_ALLOWLIST", "Proxmox nodes Wingman may touch. Empty: none.", group=ACCESS)
+    read_only: Flag = setting(False, "WINGMAN_READ_ONLY", "Refuse everything but reads.", group=ACCESS)
+    allow_dangerous_ops: Flag = setting(False, "WINGMAN_ALLOW_DANGEROUS_OPS", "Allow tier 3 actions (VM rollback, remove, prune), each still needing two approvers.", group=ACCESS)
+    deploy_timeout_seconds: int = setting(60, "WINGMAN_DEPLOY_TIMEOUT_SECONDS", "How long a deployed container may take to become healthy before it is rolled back.", group=DOCKER, gt=0, le=3600)
+    image_allowlist: CommaList = setting([], "WINGMAN_IMAGE_ALLOWLIST", "Repositories a deploy may switch a container to when it differs from the current one (exact names or prefix* globs); a new tag of the same repository is always allowed.", group=DOCKER, example="ghcr.io/acme/*")
+    docker_host: str | None = setting(None, "DOCKER_HOST", "The Docker engine (the Docker SDK's own setting). Default: the local socket.", group=DOCKER, example="unix:///var/run/docker.sock")
+    proxmox_host: str | None = setting(None, "PROXMOX_HOST", "Proxmox VE API host[:port]; unset turns the /vm actions off.", group=PROXMOX, example="pve.example:8006")
+    proxmox_token: SecretStr | None = setting(None, "PROXMOX_TOKEN", "An API token in Proxmox's own form user@realm!tokenid=secret (preferred) ...", group=PROXMOX, example="wingman@pve!executor=00000000-0000-0000-0000-000000000000")
+    proxmox_user: str | None = setting(None, "PROXMOX_USER", "... or a user, with PROXMOX_PASSWORD.", group=PROXMOX, example="wingman@pve")
+    proxmox_password: SecretStr | None = setting(None, "PROXMOX_PASSWORD", "The password of PROXMOX_USER.", group=PROXMOX, example="")
     # Issue 7 makes certificate checking the default; DESIGN's "unset means false" yields here.
-    proxmox_verify_ssl: Flag = Field(True, validation_alias="PROXMOX_VERIFY_SSL")
+    proxmox_verify_ssl: Flag = setting(True, "PROXMOX_VERIFY_SSL", "Check the Proxmox server's TLS certificate.", group=PROXMOX)
+    verify_at: str = setting("02:30", "WINGMAN_VERIFY_AT", "Nightly audit chain verification (HH:MM); an alert also fires when none succeeded for 26 hours.", group=JOBS)
+    checkpoint_at: str = setting("00:05", "WINGMAN_CHECKPOINT_AT", "Daily signed checkpoint, also posted to the team chat.", group=JOBS)
+    retention_at: str = setting("03:00", "WINGMAN_RETENTION_AT", "Retention: export old audit entries (signed), then prune old operational rows.", group=JOBS)
+    report_at: str = setting("08:00", "WINGMAN_REPORT_AT", "Daily audit report.", group=JOBS)
+    weekly_report_day: str = setting("mon", "WINGMAN_WEEKLY_REPORT_DAY", "Day of the weekly report (mon ... sun).", group=JOBS)
+    timezone: str | None = setting(None, "WINGMAN_TIMEZONE", "Time zone of the job times (an IANA name). Default: the host's.", group=JOBS, example="Europe/Berlin")
+    retention_audit_days: int = setting(90, "RETENTION_AUDIT_DAYS", "Audit entries older than this move to signed export files.", group=JOBS, ge=1)
+    retention_executions_days: int = setting(7, "RETENTION_EXECUTIONS_DAYS", "Successful deploy records (each service's newest five are always kept, for /rollback).", group=JOBS, ge=1)
+    retention_failed_days: int = setting(14, "RETENTION_FAILED_DAYS", "Failed or rolled-back deploy records.", group=JOBS, ge=1)
+    retention_other_days: int = setting(30, "RETENTION_OTHER_DAYS", "Deploy records that ended otherwise (recovered after a crash).", group=JOBS, ge=1)
+    retention_notifications_days: int = setting(30, "RETENTION_NOTIFICATIONS_DAYS", "Delivered notifications.", group=JOBS, ge=1)
+    retention_approvals_days: int = setting(30, "RETENTION_APPROVALS_DAYS", "Approvals that ended, with their votes.", group=JOBS, ge=1)
+    retention_dry_run: Flag = setting(False, "RETENTION_DRY_RUN", "Only report what retention would do.", group=JOBS)
 
     @property
     def database_url(self) -> str:
@@ -119,10 +132,10 @@ class ExecutorSettings(_Settings):
 class BotSettings(_Settings):
     """Everything ``wingman bot`` reads: the token, the chat, its signing key, the socket."""
 
-    telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
-    telegram_api_base: str | None = Field(None, validation_alias="TELEGRAM_API_BASE")
-    chat_id: int | None = Field(None, validation_alias="WINGMAN_CHAT_ID")
-    bot_key: Path | None = Field(None, validation_alias="WINGMAN_BOT_KEY")
+    telegram_bot_token: SecretStr | None = setting(None, "TELEGRAM_BOT_TOKEN", "The token @BotFather gave you (in Telegram: @BotFather, /newbot).", group=BOT, example="123456789:AA...")
+    telegram_api_base: str | None = setting(None, "TELEGRAM_API_BASE", "A Bot API server base URL (self-hosted Bot API server). Default: Telegram's.", group=BOT, example="http://127.0.0.1:8081")
+    chat_id: int | None = setting(None, "WINGMAN_CHAT_ID", "The group or channel for approval requests, alerts and reports.", group=BOT, example="-1001234567890")
+    bot_key: Path | None = setting(None, "WINGMAN_BOT_KEY", "The bot's request-signing PRIVATE key. Default: <WINGMAN_DATA_DIR>/keys/bot.key (made by wingman up).", group=BOT, example="./data/keys/bot.key")
 
 
 S = TypeVar("S", bound=_Settings)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from wingman.settings import BotSettings, ExecutorSettings, SettingsError, load_settings
+from wingman.settings_doc import env_example, readme_with_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,7 +81,11 @@ def settings_names(model: type) -> set[str]:
     return {field.validation_alias for field in model.model_fields.values()}
 
 
-def test_env_example_lists_every_setting_and_no_other() -> None:
-    text = (ROOT / ".env.example").read_text()
-    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE))
+def test_env_example_and_the_readme_table_are_generated_from_the_settings() -> None:
+    """README, .env.example and the settings model agree: run `python -m wingman.settings_doc`."""
+    assert (ROOT / ".env.example").read_text() == env_example()
+    assert readme_with_table((ROOT / "README.md").read_text()) == (ROOT / "README.md").read_text()
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), flags=re.MULTILINE))
     assert listed == settings_names(ExecutorSettings) | settings_names(BotSettings)
+    table = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", (ROOT / "README.md").read_text(), flags=re.MULTILINE))
+    assert table == listed
