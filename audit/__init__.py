@@ -5,13 +5,52 @@ signed checkpoints and retention exports kept outside the database). Knows nothi
 Telegram, Docker or Proxmox.
 """
 
-from audit.canonical import GENESIS_HASH, canonical_json, chain_hash, entry_object, format_ts, hash_row
-from audit.checkpoints import Checkpoint, load_checkpoints, write_checkpoint
-from audit.errors import AuditError, CheckpointError, ExportError, StoreUnavailable, Tampered
-from audit.exports import ExportResult, Manifest, export_older_than, load_manifests
-from audit.signing import KeyFileError, SigningKey, generate_key_pair, load_public_key, load_signing_key
-from audit.store import AuditEntry, AuditStore, Head, normalize_url
-from audit.verify import VerifyReport, verify_chain
+import importlib
+from typing import Any
+
+# Loaded on first use: the bot needs only audit.signing, and importing the store would
+# bring SQLAlchemy and Alembic into a process that never opens a database.
+_EXPORTS = {
+    "AuditEntry": "audit.store",
+    "AuditError": "audit.errors",
+    "AuditStore": "audit.store",
+    "Checkpoint": "audit.checkpoints",
+    "CheckpointError": "audit.errors",
+    "ExportError": "audit.errors",
+    "ExportResult": "audit.exports",
+    "GENESIS_HASH": "audit.canonical",
+    "Head": "audit.store",
+    "KeyFileError": "audit.signing",
+    "Manifest": "audit.exports",
+    "SigningKey": "audit.signing",
+    "StoreUnavailable": "audit.errors",
+    "Tampered": "audit.errors",
+    "VerifyReport": "audit.verify",
+    "canonical_json": "audit.canonical",
+    "chain_hash": "audit.canonical",
+    "entry_object": "audit.canonical",
+    "export_older_than": "audit.exports",
+    "format_ts": "audit.canonical",
+    "generate_key_pair": "audit.signing",
+    "hash_row": "audit.canonical",
+    "load_checkpoints": "audit.checkpoints",
+    "load_manifests": "audit.exports",
+    "load_public_key": "audit.signing",
+    "load_signing_key": "audit.signing",
+    "normalize_url": "audit.store",
+    "verify_chain": "audit.verify",
+    "write_checkpoint": "audit.checkpoints",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'audit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "GENESIS_HASH",
