@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from audit import verify_chain
 from audit.verify import VerifyReport
 from executor.approvals import Approval
-from executor.deploy import Deployer, DeployResult
+from executor.deploy import Deployer, DeployResult, parse_image_reference
 from executor.docker_driver import LOG_LINES_DEFAULT, LOG_LINES_MAX, DockerDriver, Progress, format_duration, no_progress
 from executor.errors import ActionRefused, Unavailable
-from policy import allowed_actions, container_visible
+from executor.proxmox_driver import ProxmoxDriver, VmOutcome, snapshot_name_problem
+from policy import allowed_actions, container_visible, vm_visible
 
 if TYPE_CHECKING:
     from executor.service import Executor
@@ -198,7 +199,89 @@ async def rollback(executor: Executor, call: Call) -> Result:
     return _deployed(result)
 
 
+# -- Proxmox VE ---------------------------------------------------------------------------
+
+
+def _proxmox(executor: Executor) -> ProxmoxDriver:
+    if executor.proxmox is None:
+        raise Unavailable("Proxmox is not configured on this executor (set PROXMOX_HOST and PROXMOX_TOKEN)")
+    return executor.proxmox
+
+
+def _vm_visible(executor: Executor) -> Callable[[int, str], bool]:
+    return lambda vmid, node: vm_visible(executor.policy, vmid, node)
+
+
+def _vmid(call: Call) -> int:
+    target = call.args.get("target")
+    if isinstance(target, str) and target.isdigit():
+        target = int(target)
+    if not isinstance(target, int) or isinstance(target, bool):
+        raise ActionRefused("name the VM by its number, e.g. /vm start 101")
+    return target
+
+
+def _vm_result(outcome: VmOutcome) -> Result:
+    return Result(outcome.summary, outcome.as_json())
+
+
+async def vm_status(executor: Executor, call: Call) -> Result:
+    target = call.args.get("target")
+    found = await _proxmox(executor).status(_vm_visible(executor), None if target is None else _vmid(call))
+    return Result(f"{len(found)} VMs", {"vms": [vm.as_json() for vm in found]})
+
+
+async def vm_start(executor: Executor, call: Call) -> Result:
+    return _vm_result(await _proxmox(executor).start(_vmid(call), _vm_visible(executor), actor=call.actor, progress=call.progress))
+
+
+async def vm_shutdown(executor: Executor, call: Call) -> Result:
+    return _vm_result(await _proxmox(executor).shutdown(_vmid(call), _vm_visible(executor), actor=call.actor, progress=call.progress))
+
+
+async def vm_reboot(executor: Executor, call: Call) -> Result:
+    return _vm_result(await _proxmox(executor).reboot(_vmid(call), _vm_visible(executor), actor=call.actor, progress=call.progress))
+
+
+async def vm_snapshot(executor: Executor, call: Call) -> Result:
+    name = call.args.get("name")
+    outcome = await _proxmox(executor).snapshot(
+        _vmid(call), _vm_visible(executor), name, actor=call.actor, progress=call.progress
+    )
+    return _vm_result(outcome)
+
+
+async def vm_rollback(executor: Executor, call: Call) -> Result:
+    snapshot = call.args.get("snapshot")
+    if not isinstance(snapshot, str):
+        raise ActionRefused("name the snapshot, e.g. /vm rollback 101 before-upgrade")
+    outcome = await _proxmox(executor).rollback(
+        _vmid(call), snapshot, _vm_visible(executor), actor=call.actor, progress=call.progress
+    )
+    return _vm_result(outcome)
+
+
+def check_arguments(action: str, args: dict[str, Any]) -> None:
+    """Refuse, before anyone is asked to approve it, what the action would refuse anyway."""
+    if action == "deploy":
+        if not isinstance(args.get("image"), str):
+            raise ActionRefused("name the image, e.g. /deploy web nginx:1.27")
+        parse_image_reference(args["image"])
+    for key in ("name", "snapshot") if action in ("vm.snapshot", "vm.rollback") else ():
+        value = args.get(key)
+        if value is not None:
+            problem = snapshot_name_problem(value) if isinstance(value, str) else "a snapshot name is text"
+            if problem is not None:
+                raise ActionRefused(problem)
+
+
 HANDLERS: dict[str, Handler] = {
+    "vm.status": vm_status,
+    "vm.start": vm_start,
+    "vm.shutdown": vm_shutdown,
+    "vm.reboot": vm_reboot,
+    "vm.snapshot": vm_snapshot,
+    "vm.rollback": vm_rollback,
     "status": status,
     "logs": logs,
     "restart": restart,

@@ -34,9 +34,10 @@ from executor.deploy import Deployer
 from executor.deployments import DeploymentStore
 from executor.docker_driver import DockerDriver
 from executor.errors import StartupError
+from executor.proxmox_driver import ProxmoxDriver
 from executor.protocol import CONTENT_TYPE, MAX_BODY, PATH, STATUS_HTTP
 from executor.service import Executor, Reply
-from policy import Policy, PolicyError, load_policy_file
+from policy import Policy, PolicyError, load_policy_file, vm_visible
 from scheduler import ENV_NAMES, ScheduleConfig, ScheduleConfigError, Scheduler, build_scheduler
 from wingman.settings import ExecutorSettings
 
@@ -222,6 +223,8 @@ class Daemon:
         self._engine: Any = None
         self.scheduler: Scheduler | None = None
         self._docker: DockerDriver | None = None
+        self._proxmox: ProxmoxDriver | None = None
+        self._self_check: asyncio.Task[None] | None = None
         self._bound = False  # whether the socket file is ours to remove
         self._started = False
 
@@ -243,6 +246,8 @@ class Daemon:
             await upgrade_schema(self._engine, MIGRATIONS)
         except AuditError as exc:
             raise StartupError(f"WINGMAN_DB_URL: {exc}") from None
+        proxmox = ProxmoxDriver.from_settings(settings)
+        self._proxmox = proxmox
         self._docker = DockerDriver(base_url=settings.docker_host)
         deployer = Deployer(
             self._docker,
@@ -260,6 +265,7 @@ class Daemon:
             approval_ttl=settings.approval_ttl_seconds,
             docker=self._docker,
             deployer=deployer,
+            proxmox=proxmox,
         )
         sock = bind_socket(settings.socket_path)
         self._bound = True
@@ -274,6 +280,8 @@ class Daemon:
         )
         self.scheduler = build_scheduler(self.executor, self._engine, schedule)
         self.scheduler.start()
+        if proxmox is not None:
+            self._self_check = asyncio.create_task(self._proxmox_self_check(proxmox), name="proxmox-self-check")
         await self._audit.append(actor="system", action="executor.start", decision="done", params={"socket": str(settings.socket_path)})
         self._started = True
         log.info("executor listening on %s", settings.socket_path)
@@ -290,6 +298,18 @@ class Daemon:
         if lines:
             text = "Recovered after a restart:\n" + "\n".join(f"• {line}" for line in lines)
             await self.executor.outbox.add("recovery", {"text": text}, now=self.executor.clock())
+
+    async def _proxmox_self_check(self, proxmox: ProxmoxDriver) -> None:
+        """Say once, at start, what the Proxmox token cannot do for the allowlisted VMs."""
+        assert self._audit is not None and self.executor is not None
+        policy = self.executor.policy
+        lines = await proxmox.self_check(self.settings.vm_allowlist, lambda vmid, node: vm_visible(policy, vmid, node))
+        for line in lines:
+            log.warning("proxmox: %s", line)
+            await self._audit.append(actor="system", action="proxmox.self_check", decision="problem", outcome=line)
+        if lines:
+            text = "Proxmox self-check at start:\n" + "\n".join(f"• {line}" for line in lines)
+            await self.executor.outbox.add("proxmox.self_check", {"text": text}, now=self.executor.clock())
 
     def _refuse_peer(self, uid: int) -> None:
         log.warning("refused a connection from uid %s", uid)
@@ -323,6 +343,12 @@ class Daemon:
                 log.error("could not write the shutdown checkpoint: %s", exc)
         if self._audit is not None:
             await self._audit.close()
+        if self._self_check is not None:
+            self._self_check.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._self_check
+        if self._proxmox is not None:
+            await self._proxmox.close()
         if self._docker is not None:
             await self._docker.close()
         if self._engine is not None:

@@ -28,6 +28,7 @@ from executor.approvals import APPROVED, CANCELLED, DONE, FAILED, REJECTED, RUNN
 from executor.deploy import Deployer
 from executor.docker_driver import DockerActionError, DockerDriver
 from executor.errors import ActionError, Unavailable
+from executor.proxmox_driver import ProxmoxDriver
 from executor.outbox import Outbox
 from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier
 from executor.replay import ReplayGuard
@@ -63,8 +64,10 @@ class Executor:
         clock: Callable[[], float] = time.time,
         docker: DockerDriver | None = None,
         deployer: Deployer | None = None,
+        proxmox: ProxmoxDriver | None = None,
     ) -> None:
         self.policy = policy
+        self.proxmox = proxmox
         self.docker = docker
         self.deployer = deployer
         self.audit = audit
@@ -128,6 +131,11 @@ class Executor:
         if decision.verdict is Verdict.DENY:
             await self._record(request.actor, request.action, "denied", shown_target, params, decision.reason, request_id)
             return Reply("denied", decision.reason, request_id)
+        try:
+            actions.check_arguments(request.action, args)
+        except (ActionError, DockerActionError) as exc:
+            await self._record(request.actor, request.action, "refused", shown_target, params, exc.reason, request_id)
+            return Reply(exc.status, exc.reason, request_id)
         if decision.verdict is Verdict.NEEDS_APPROVAL:
             approval = await self.approvals.create(
                 action=request.action,

@@ -102,6 +102,7 @@ class ExecutorSettings(_Settings):
     proxmox_password: SecretStr | None = setting(None, "PROXMOX_PASSWORD", "The password of PROXMOX_USER.", group=PROXMOX, example="")
     # Issue 7 makes certificate checking the default; DESIGN's "unset means false" yields here.
     proxmox_verify_ssl: Flag = setting(True, "PROXMOX_VERIFY_SSL", "Check the Proxmox server's TLS certificate.", group=PROXMOX)
+    proxmox_ca_bundle: Path | None = setting(None, "PROXMOX_CA_BUNDLE", "A PEM file of the CA that signed the Proxmox certificate (e.g. the cluster's own CA). Default: the system's CAs.", group=PROXMOX, example="/etc/wingman/pve-root-ca.pem")
     verify_at: str = setting("02:30", "WINGMAN_VERIFY_AT", "Nightly audit chain verification (HH:MM); an alert also fires when none succeeded for 26 hours.", group=JOBS)
     checkpoint_at: str = setting("00:05", "WINGMAN_CHECKPOINT_AT", "Daily signed checkpoint, also posted to the team chat.", group=JOBS)
     retention_at: str = setting("03:00", "WINGMAN_RETENTION_AT", "Retention: export old audit entries (signed), then prune old operational rows.", group=JOBS)
