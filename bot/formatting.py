@@ -174,7 +174,15 @@ def _logs(result: dict[str, Any]) -> str:
     return header + "\n<pre>" + esc("\n".join(lines)) + "</pre>"
 
 
+def _vm_status(result: dict[str, Any]) -> str:
+    vms = result.get("vms") or []
+    if not vms:
+        return "No VMs to show."
+    return "\n".join(esc(vm.get("summary", vm.get("vmid"))) for vm in vms)
+
+
 _RENDERERS = {
+    "vm.status": _vm_status,
     "whoami": _whoami,
     "help": _help,
     "pending": _pending,

@@ -228,7 +228,7 @@ def _vm_result(outcome: VmOutcome) -> Result:
 async def vm_status(executor: Executor, call: Call) -> Result:
     target = call.args.get("target")
     found = await _proxmox(executor).status(_vm_visible(executor), None if target is None else _vmid(call))
-    return Result(f"{len(found)} VMs", {"vms": [vm.as_json() for vm in found]})
+    return Result(f"{len(found)} VMs", {"vms": [{**vm.as_json(), "summary": vm.summary()} for vm in found]})
 
 
 async def vm_start(executor: Executor, call: Call) -> Result:

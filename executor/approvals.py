@@ -91,7 +91,7 @@ class Vote:
 
 class Approvals:
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        self.engine = engine
 
     async def create(
         self,
@@ -123,12 +123,12 @@ class Approvals:
             "expires_at": now + ttl,
             "request_id": request_id,
         }
-        async with self._engine.begin() as conn:
+        async with self.engine.begin() as conn:
             await conn.execute(insert(approvals).values(**row))
         return await self._require(approval_id)
 
     async def get(self, approval_id: str) -> Approval | None:
-        async with self._engine.connect() as conn:
+        async with self.engine.connect() as conn:
             return await self._load(conn, approval_id)
 
     async def _require(self, approval_id: str) -> Approval:
@@ -155,7 +155,7 @@ class Approvals:
         return _approval(row, tuple(voters))
 
     async def pending(self, now: float) -> list[Approval]:
-        async with self._engine.connect() as conn:
+        async with self.engine.connect() as conn:
             ids = (
                 await conn.execute(
                     select(approvals.c.id)
@@ -169,7 +169,7 @@ class Approvals:
         self, approval_id: str, approver: str, now: float, check: Callable[[Approval], tuple[bool, str]]
     ) -> Vote:
         """Count ``approver``'s approval; ``check`` applies policy to the approval as stored."""
-        async with self._engine.begin() as conn:
+        async with self.engine.begin() as conn:
             approval, refusal = await self._open_for_decision(conn, approval_id, now)
             if refusal is not None:
                 return refusal
@@ -193,7 +193,7 @@ class Approvals:
 
     async def decide(self, approval_id: str, actor: str, to_state: str, now: float, check: Callable[[Approval], tuple[bool, str]]) -> Vote:
         """Reject (by an approver) or cancel (by the requester) a pending approval."""
-        async with self._engine.begin() as conn:
+        async with self.engine.begin() as conn:
             approval, refusal = await self._open_for_decision(conn, approval_id, now)
             if refusal is not None:
                 return refusal
@@ -223,13 +223,13 @@ class Approvals:
         return approval, None
 
     async def move(self, approval_id: str, from_state: str, to_state: str, now: float, result: str | None = None) -> bool:
-        async with self._engine.begin() as conn:
+        async with self.engine.begin() as conn:
             return await _move(conn, approval_id, from_state, to_state, now, result=result)
 
     async def expire_due(self, now: float) -> list[Approval]:
         """Mark every pending approval past its time as expired; returns those it marked."""
         expired: list[Approval] = []
-        async with self._engine.begin() as conn:
+        async with self.engine.begin() as conn:
             due = (
                 await conn.execute(select(approvals.c.id).where(approvals.c.state == PENDING, approvals.c.expires_at <= now))
             ).scalars().all()

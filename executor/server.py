@@ -34,6 +34,7 @@ from executor.deploy import Deployer
 from executor.deployments import DeploymentStore
 from executor.docker_driver import DockerDriver
 from executor.errors import StartupError
+from executor.metrics import render as render_metrics
 from executor.proxmox_driver import ProxmoxDriver
 from executor.protocol import CONTENT_TYPE, MAX_BODY, PATH, STATUS_HTTP
 from executor.service import Executor, Reply
@@ -173,9 +174,14 @@ def build_app(executor: Executor) -> web.Application:
         head = await executor.audit.head()
         return web.json_response({"status": "ok", "audit_seq": head.seq})
 
+    async def metrics(request: web.Request) -> web.Response:
+        text = await render_metrics(executor.requests, executor.audit, executor.approvals.engine)
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
     app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
     app.router.add_post(PATH, handle_request)
     app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/metrics", metrics)
     return app
 
 

@@ -29,6 +29,7 @@ from executor.deploy import Deployer
 from executor.docker_driver import DockerActionError, DockerDriver
 from executor.errors import ActionError, Unavailable
 from executor.proxmox_driver import ProxmoxDriver
+from executor.metrics import RequestCounter
 from executor.outbox import Outbox
 from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier
 from executor.replay import ReplayGuard
@@ -81,6 +82,7 @@ class Executor:
         self._verifier = TokenVerifier(trusted)
         self._approval_ttl = approval_ttl
         self._running: set[asyncio.Task[None]] = set()
+        self.requests = RequestCounter()
 
     # -- the entry point -------------------------------------------------------------------
 
@@ -115,6 +117,7 @@ class Executor:
         await self.audit.append(
             actor=actor, action=action, decision=decision, target=target, params=params, outcome=outcome, request_id=request_id
         )
+        self.requests.count(decision)
 
     # -- catalogue actions -----------------------------------------------------------------
 

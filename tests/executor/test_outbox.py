@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
+
 from tests.harness import ADMIN, OPERATOR, Harness
 
 
@@ -87,3 +89,21 @@ async def test_messages_the_bot_posted_are_handed_back_for_later_events(harness:
     await bot.ack([later["id"]], [{"id": later["id"], "chat_id": -100, "message_id": 12}])
     await outbox.add("approval.finished", {}, now=0.0, ref="abc123")
     assert (await bot.poll(wait=0))[0]["messages"] == {"-100": 12, "77": 9}
+
+
+async def test_metrics_are_served_on_the_socket(harness: Harness) -> None:
+    client = harness.client()
+    await client.call(ADMIN, "whoami")
+    await client.call(666, "whoami")
+
+
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(harness.settings.socket_path))) as session:
+        async with session.get("http://executor/v1/metrics") as response:
+            assert response.status == 200
+            text = await response.text()
+    assert 'wingman_requests_total{decision="executed"} 1' in text
+    assert 'wingman_requests_total{decision="denied"} 1' in text
+    assert "wingman_approvals_pending 0" in text
+    head = await harness.executor.audit.head()
+    assert f"wingman_audit_chain_length {head.seq}" in text
+    assert "wingman_last_verification_timestamp_seconds 0" in text
