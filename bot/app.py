@@ -53,9 +53,16 @@ def bot_key_path(settings: BotSettings) -> Path:
 
 def check_token(settings: BotSettings) -> str:
     """The bot token, or a SettingsError saying how to get one."""
-    if settings.telegram_bot_token is None or not settings.telegram_bot_token.get_secret_value().strip():
+    token = settings.telegram_bot_token.get_secret_value().strip() if settings.telegram_bot_token else ""
+    if settings.telegram_bot_token_file is not None:
+        if token:
+            raise SettingsError("TELEGRAM_BOT_TOKEN_FILE: set it or TELEGRAM_BOT_TOKEN, not both")
+        try:
+            token = settings.telegram_bot_token_file.read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"TELEGRAM_BOT_TOKEN_FILE: cannot read {settings.telegram_bot_token_file}: {exc.strerror}") from None
+    if not token:
         raise SettingsError(NO_TOKEN)
-    token = settings.telegram_bot_token.get_secret_value().strip()
     if not TOKEN_PATTERN.fullmatch(token):
         raise SettingsError("TELEGRAM_BOT_TOKEN: does not look like a bot token (<digits>:<letters>); copy it again from @BotFather")
     return token

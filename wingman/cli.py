@@ -213,6 +213,30 @@ def _up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check(args: argparse.Namespace) -> int:
+    from wingman.doctor import check_main
+
+    return check_main(online=args.online, only=args.only)
+
+
+def _health(args: argparse.Namespace) -> int:
+    from wingman.doctor import health_main
+
+    return health_main(args.target, timeout=args.timeout)
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from wingman.backup import backup_main
+
+    return backup_main(args.out, include_private_keys=args.include_private_keys)
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    from wingman.keys import rotate_main
+
+    return rotate_main(args.out, args.kid, _now().date())
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -262,6 +286,23 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", type=Path, default=Path("."), help="directory (default: current)")
     generate.add_argument("--kid", default="wingman", help="key id, also the file stem (default: wingman)")
     generate.set_defaults(handler=_keys_generate)
+    rotate = key_commands.add_parser("rotate", help="new bot key pair bot-<date>, and the steps to switch without a refused request")
+    rotate.add_argument("--out", type=Path, help="directory (default: that of WINGMAN_BOT_KEY)")
+    rotate.add_argument("--kid", help="key id (default: bot-YYYYMMDD)")
+    rotate.set_defaults(handler=_keys_rotate)
+
+    check = commands.add_parser("check", help="check the configuration: one line per check; exit 0 when all is well")
+    check.add_argument("--online", action="store_true", help="also ask Telegram (getMe) whether the token is valid")
+    check.add_argument("--only", choices=("executor", "bot"), help="check one process (on its own host or container)")
+    check.set_defaults(handler=_check)
+    health = commands.add_parser("health", help="container health probe: exit 0 healthy, 1 not")
+    health.add_argument("target", choices=("executor", "bot"))
+    health.add_argument("--timeout", type=float, default=5.0)
+    health.set_defaults(handler=_health)
+    backup = commands.add_parser("backup", help="a consistent, verified copy of database, checkpoints, exports and public keys")
+    backup.add_argument("--out", type=Path, default=Path("backups"))
+    backup.add_argument("--include-private-keys", action="store_true", help="also the audit and bot PRIVATE keys (keep it encrypted)")
+    backup.set_defaults(handler=_backup)
     return parser
 
 

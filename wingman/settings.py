@@ -134,6 +134,7 @@ class BotSettings(_Settings):
     """Everything ``wingman bot`` reads: the token, the chat, its signing key, the socket."""
 
     telegram_bot_token: SecretStr | None = setting(None, "TELEGRAM_BOT_TOKEN", "The token @BotFather gave you (in Telegram: @BotFather, /newbot).", group=BOT, example="123456789:AA...")
+    telegram_bot_token_file: Path | None = setting(None, "TELEGRAM_BOT_TOKEN_FILE", "A file holding the token (a compose secret or systemd credential); used when TELEGRAM_BOT_TOKEN is unset.", group=BOT, example="/run/secrets/telegram_bot_token")
     telegram_api_base: str | None = setting(None, "TELEGRAM_API_BASE", "A Bot API server base URL (self-hosted Bot API server). Default: Telegram's.", group=BOT, example="http://127.0.0.1:8081")
     chat_id: int | None = setting(None, "WINGMAN_CHAT_ID", "The group or channel for approval requests, alerts and reports.", group=BOT, example="-1001234567890")
     bot_key: Path | None = setting(None, "WINGMAN_BOT_KEY", "The bot's request-signing PRIVATE key. Default: <WINGMAN_DATA_DIR>/keys/bot.key (made by wingman up).", group=BOT, example="./data/keys/bot.key")

@@ -1,0 +1,181 @@
+"""``wingman check`` and ``wingman health``: real keys, a real SQLite file, the real Docker engine."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from audit import generate_key_pair
+from tests.doubles.telegram import TelegramDouble
+from tests.docker.engine import Resources
+from tests.docker.images import BuiltImages
+from tests.ops.conftest import Site
+from wingman.doctor import CheckResult, check_main, health, run_checks
+
+
+def by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
+    found: dict[str, CheckResult] = {}
+    for result in results:
+        found[result.what.split(" (")[0]] = result
+    return found
+
+
+def line_starting(results: list[CheckResult], prefix: str) -> CheckResult:
+    matches = [result for result in results if result.what.startswith(prefix)]
+    assert len(matches) == 1, [result.line() for result in results]
+    return matches[0]
+
+
+def assert_lines(results: list[CheckResult]) -> None:
+    for result in results:
+        text = result.line()
+        assert "\n" not in text and "Traceback" not in text
+        if result.ok:
+            assert text.startswith("OK  ")
+        else:
+            assert text.startswith(f"FAIL {result.what}: ")
+
+
+async def test_a_good_configuration_is_all_ok(site: Site, engine: Any, resources: Resources, images: BuiltImages) -> None:
+    name = resources.container(images.ref("v1"), "web", start=False)["Name"].lstrip("/")
+    executor = site.executor(container_allowlist=[name, "app-*"])
+    results = await run_checks(executor, site.bot(), online=False)
+    assert_lines(results)
+    assert all(result.ok for result in results), "\n".join(result.line() for result in results)
+    assert "key id bot, same public key" in line_starting(results, "bot key trusted").what
+    assert "migrated; audit chain at seq" in line_starting(results, "database").what
+    docker_line = line_starting(results, "Docker engine").what
+    assert "API 1." in docker_line
+    assert "1 exact names, all exist" in line_starting(results, "allowlisted containers").what
+    assert line_starting(results, "Proxmox not configured").ok
+    assert not [r for r in results if "getMe" in r.what]  # only with --online
+
+
+async def test_a_trusted_key_from_another_pair_is_found(site: Site) -> None:
+    other = site.home / "other"
+    generate_key_pair(other, "bot")  # same key id, different key
+    results = await run_checks(site.executor(trusted_keys=[other / "bot.pub"]), site.bot(), online=False)
+    pair = line_starting(results, "bot key trusted")
+    assert not pair.ok and "different key" in pair.problem and "same id 'bot'" in pair.problem
+    assert str(site.keys / "bot.key") in pair.fix
+
+
+async def test_a_bot_key_id_the_executor_does_not_trust_is_found(site: Site) -> None:
+    generate_key_pair(site.keys, "bot-new")
+    results = await run_checks(site.executor(), site.bot(bot_key=site.keys / "bot-new.key"), online=False)
+    pair = line_starting(results, "bot key trusted")
+    assert not pair.ok and "'bot-new' is not in WINGMAN_TRUSTED_KEYS" in pair.problem
+    assert "add " in pair.fix and "bot-new.pub" in pair.fix
+
+
+async def test_key_files_readable_by_others_and_missing_keys_fail(site: Site) -> None:
+    os.chmod(site.keys / "bot.key", 0o644)
+    results = await run_checks(site.executor(trusted_keys=[site.keys / "gone.pub"]), site.bot(), online=False)
+    key = line_starting(results, "bot signing key")
+    assert not key.ok and "mode 0644" in key.problem and key.fix == f"chmod 600 {site.keys / 'bot.key'}"
+    trusted = line_starting(results, "trusted keys")
+    assert not trusted.ok and "gone.pub" in trusted.problem
+
+
+async def test_an_open_socket_directory_fails(site: Site) -> None:
+    site.socket_dir.mkdir(parents=True)
+    os.chmod(site.socket_dir, 0o777)
+    results = await run_checks(site.executor(), None, online=False)
+    line = line_starting(results, "socket directory")
+    assert not line.ok and "0777" in line.problem and line.fix == f"chmod 0750 {site.socket_dir}"
+    os.chmod(site.socket_dir, 0o750)
+    assert line_starting(await run_checks(site.executor(), None, online=False), "socket directory").ok
+
+
+async def test_a_database_not_migrated_or_unreachable_fails(site: Site, tmp_path: Path) -> None:
+    from audit import AuditStore
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'half.db'}"
+    store = await AuditStore.open(url)  # the audit tables only, not the executor's
+    await store.close()
+    line = line_starting(await run_checks(site.executor(db_url=url), None, online=False), "database")
+    assert not line.ok and "not migrated" in line.problem and "start the executor once" in line.fix
+
+    (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
+    junk = line_starting(await run_checks(site.executor(db_url=f"sqlite+aiosqlite:///{tmp_path / 'junk.db'}"), None, online=False), "database")
+    assert not junk.ok
+
+    bad = line_starting(await run_checks(site.executor(db_url="mysql://x@y/z"), None, online=False), "database")
+    assert not bad.ok and "not supported" in bad.problem
+
+
+async def test_a_missing_allowlisted_container_is_named(site: Site, engine: Any, resources: Resources) -> None:
+    missing = resources.name("never-created")
+    results = await run_checks(site.executor(container_allowlist=[missing, "glob-*"]), None, online=False)
+    line = line_starting(results, "allowlisted containers")
+    assert not line.ok and line.problem == f"1 of 1 do not exist: {missing}"
+
+
+async def test_an_unreachable_docker_engine_is_one_line(site: Site, tmp_path: Path) -> None:
+    results = await run_checks(site.executor(docker_host=f"unix://{tmp_path / 'no-docker.sock'}"), None, online=False)
+    line = line_starting(results, "Docker engine")
+    assert not line.ok and "dockerd" in line.fix
+    assert_lines(results)
+
+
+async def test_proxmox_is_checked_only_when_configured(site: Site) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    results = await run_checks(site.executor(proxmox_host=f"127.0.0.1:{port}", proxmox_token="a@pve!t=s"), None, online=False)
+    line = line_starting(results, "Proxmox at https://127.0.0.1")
+    assert not line.ok and "PROXMOX_HOST" in line.fix
+    results = await run_checks(site.executor(proxmox_host="127.0.0.1:1"), None, online=False)
+    assert "no credentials" in line_starting(results, "Proxmox at").problem
+
+
+async def test_the_token_form_and_get_me(site: Site) -> None:
+    results = await run_checks(None, site.bot(telegram_bot_token="not-a-token"), online=False)
+    assert not line_starting(results, "Telegram token").ok
+    async with TelegramDouble() as double:
+        bot = site.bot(telegram_bot_token=double.token, telegram_api_base=double.base_url)
+        results = await run_checks(None, bot, online=True)
+        get_me = line_starting(results, "Telegram getMe")
+        assert get_me.ok and "the token belongs to @" in get_me.what
+    results = await run_checks(None, bot, online=True)  # the double is gone: unreachable
+    assert not line_starting(results, "Telegram getMe").ok
+
+
+def test_check_main_prints_one_line_per_check_and_exits_1_on_failure(
+    site: Site, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(site.home)  # no .env from the checkout
+    monkeypatch.setenv("WINGMAN_DATA_DIR", str(site.data))
+    monkeypatch.setenv("WINGMAN_SOCKET", str(site.socket_dir / "executor.sock"))
+    monkeypatch.setenv("WINGMAN_TRUSTED_KEYS", str(site.keys / "bot.pub"))
+    monkeypatch.setenv("WINGMAN_BOT_KEY", str(site.keys / "bot.key"))
+    monkeypatch.setenv("WINGMAN_ADMINS", "1")
+    monkeypatch.setenv("WINGMAN_VM_ALLOWLIST", "not-a-number")  # a settings error: a FAIL line
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    assert check_main(online=False) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("FAIL executor settings: WINGMAN_VM_ALLOWLIST:")
+    assert any(line.startswith("FAIL Telegram token: TELEGRAM_BOT_TOKEN: not set") for line in lines)
+    assert all(line.startswith(("OK  ", "FAIL ")) for line in lines)
+
+    monkeypatch.setenv("WINGMAN_VM_ALLOWLIST", "100")
+    assert check_main(online=False, only="bot") == 1  # still no token
+    assert not [line for line in capsys.readouterr().out.splitlines() if "database" in line]
+
+
+async def test_health_probes(make_harness: Any, site: Site) -> None:
+    harness = await make_harness()
+    executor = harness.settings
+    bot = site.bot(socket=executor.socket_path, bot_key=harness.home / "keys" / "bot.key")
+    ok = await health("executor", executor)
+    assert ok.ok and "audit seq" in ok.what
+    assert (await health("bot", bot)).ok
+    assert not (await health("bot", bot.model_copy(update={"telegram_bot_token": None}))).ok
+    await harness.stop()
+    down = await health("executor", executor)
+    assert not down.ok and "does not answer" in down.problem
+    assert not (await health("bot", bot)).ok
