@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bot.conftest import TEAM, USERS, World
+from tests.bot.conftest import USERS, World
 from tests.harness import ADMIN, APPROVER, OPERATOR, STRANGER, VIEWER
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from docker.api.client import APIClient
@@ -41,21 +40,3 @@ async def deployments(db_path: Path) -> AsyncIterator[DeploymentStore]:
 def deployer(driver: DockerDriver, deployments: DeploymentStore) -> Deployer:
     # Short gates: the test images turn healthy in about half a second.
     return Deployer(driver, deployments, health_timeout=20, running_window=2, poll_interval=0.1)
-
-
-class Recorder:
-    """A progress callback that keeps what it was told."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    async def __call__(self, stage: str, details: dict[str, Any]) -> None:
-        self.events.append((stage, dict(details)))
-
-    @property
-    def stages(self) -> list[str]:
-        out: list[str] = []
-        for stage, _ in self.events:
-            if not out or out[-1] != stage:
-                out.append(stage)
-        return out

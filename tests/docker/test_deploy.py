@@ -24,7 +24,7 @@ from executor.docker_driver import (
     EngineUnavailable,
     Refused,
 )
-from tests.docker.conftest import Recorder
+from tests.harness import Recorder
 from tests.docker.engine import Resources, free_port
 from tests.docker.images import BuiltImages
 

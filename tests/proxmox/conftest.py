@@ -71,21 +71,3 @@ async def driver(pve: ProxmoxDouble, tls: TlsFiles) -> AsyncIterator[ProxmoxDriv
     made = make_driver(pve, tls)
     yield made
     await made.close()
-
-
-class Recorder:
-    """A progress callback that keeps what it was told."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    async def __call__(self, stage: str, details: dict[str, Any]) -> None:
-        self.events.append((stage, dict(details)))
-
-    @property
-    def stages(self) -> list[str]:
-        out: list[str] = []
-        for stage, _ in self.events:
-            if not out or out[-1] != stage:
-                out.append(stage)
-        return out

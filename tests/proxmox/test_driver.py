@@ -10,7 +10,8 @@ import pytest
 from executor.errors import ActionFailed, ActionRefused, Busy, Unavailable
 from executor.proxmox_driver import ProxmoxDriver, TaskFailed
 from tests.doubles.proxmox import ProxmoxDouble, TaskPlan, TlsFiles
-from tests.proxmox.conftest import PRINCIPAL, TOKEN_SECRET, Recorder, make_driver, visible
+from tests.harness import Recorder
+from tests.proxmox.conftest import PRINCIPAL, TOKEN_SECRET, make_driver, visible
 
 # -- status ------------------------------------------------------------------------------
 
