@@ -413,14 +413,31 @@ class _SqliteSnapshot(Snapshot):
     async def batches(
         self, *, after_seq: int = 0, through_seq: int | None = None, batch: int = STREAM_BATCH
     ) -> AsyncIterator[list[Row]]:
-        cursor = self._db.execute(_ROW_SQL, (after_seq, _NO_END if through_seq is None else through_seq))
-        try:
-            while rows := await asyncio.to_thread(cursor.fetchmany, batch):
-                yield rows
-        except sqlite3.Error as exc:
-            raise _unavailable(self.store.url, exc) from None
-        finally:
-            cursor.close()
+        end = _NO_END if through_seq is None else through_seq
+        last = after_seq
+        while True:
+            cursor = self._db.execute(_ROW_SQL, (last, end))
+            # The next batch is read in a thread while the caller works on this one.
+            pending = asyncio.ensure_future(asyncio.to_thread(cursor.fetchmany, batch))
+            try:
+                while rows := await pending:
+                    pending = asyncio.ensure_future(asyncio.to_thread(cursor.fetchmany, batch))
+                    last = rows[-1][0]
+                    yield rows
+                return
+            except sqlite3.OperationalError as exc:
+                if "decode" not in str(exc) or self._db.text_factory is _lenient_text:
+                    raise _unavailable(self.store.url, exc) from None
+                # Text that is not UTF-8 (a byte flipped on disk): read on from here with
+                # the lenient decoder, so verification reports that entry as broken.
+                self._db.text_factory = _lenient_text
+            except sqlite3.Error as exc:
+                raise _unavailable(self.store.url, exc) from None
+            finally:
+                if not pending.done():
+                    with contextlib.suppress(sqlite3.Error):
+                        await pending
+                cursor.close()
 
     async def rows_before(self, cutoff_ts: str) -> int | None:
         (first_newer,) = self._db.execute("SELECT min(seq) FROM audit_log WHERE ts >= ?", (cutoff_ts,)).fetchone()
@@ -438,7 +455,6 @@ async def _sqlite_snapshot(store: AuditStore, path: Path) -> AsyncIterator[Snaps
             f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False,
             timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
         )  # fmt: skip
-        connection.text_factory = _lenient_text
         try:
             connection.execute("BEGIN")  # one snapshot for every read below
             row = connection.execute("SELECT chain_id, seq, entry_hash FROM audit_head").fetchone()
