@@ -17,16 +17,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from audit import (
-    AuditError,
-    AuditStore,
-    export_older_than,
-    generate_key_pair,
-    load_public_key,
-    verify_chain,
-    write_checkpoint,
-)
-from audit.signing import SigningKey, load_or_create_signing_key
+import audit  # its parts load on first use: `wingman bot` never needs the database stack
+from audit.errors import AuditError
+from audit.signing import SigningKey, generate_key_pair, load_or_create_signing_key, load_public_key
 from executor.errors import StartupError
 from wingman.settings import BotSettings, ExecutorSettings, SettingsError, load_settings
 
@@ -70,9 +63,9 @@ def _audit_key(settings: ExecutorSettings) -> SigningKey:
 async def _audit_verify(args: argparse.Namespace) -> int:
     settings = _executor_settings(args)
     trusted = _trusted_audit_keys(settings, args.key)
-    store = await AuditStore.open(settings.database_url, migrate=False)
+    store = await audit.AuditStore.open(settings.database_url, migrate=False)
     try:
-        report = await verify_chain(store, settings.export_path, trusted)
+        report = await audit.verify_chain(store, settings.export_path, trusted)
     finally:
         await store.close()
     print(report.summary())
@@ -84,9 +77,9 @@ async def _audit_verify(args: argparse.Namespace) -> int:
 async def _audit_checkpoint(args: argparse.Namespace) -> int:
     settings = _executor_settings(args)
     key = _audit_key(settings)
-    store = await AuditStore.open(settings.database_url)
+    store = await audit.AuditStore.open(settings.database_url)
     try:
-        checkpoint = write_checkpoint(await store.head(), settings.export_path, key, _now())
+        checkpoint = audit.write_checkpoint(await store.head(), settings.export_path, key, _now())
     finally:
         await store.close()
     print(f"checkpoint at seq {checkpoint.seq} ({checkpoint.entry_hash[:16]}…) written to {checkpoint.path}")
@@ -99,9 +92,9 @@ async def _audit_export(args: argparse.Namespace) -> int:
     key = _audit_key(settings)
     trusted = _trusted_audit_keys(settings, [])
     now = _now()
-    store = await AuditStore.open(settings.database_url)
+    store = await audit.AuditStore.open(settings.database_url)
     try:
-        result = await export_older_than(
+        result = await audit.export_older_than(
             store, settings.export_path, key, now - timedelta(days=days), now, trusted, dry_run=args.dry_run
         )
         if result.exported and not result.dry_run:
@@ -128,7 +121,7 @@ async def _audit_export(args: argparse.Namespace) -> int:
 
 async def _audit_tail(args: argparse.Namespace) -> int:
     settings = _executor_settings(args)
-    store = await AuditStore.open(settings.database_url, migrate=False)
+    store = await audit.AuditStore.open(settings.database_url, migrate=False)
     try:
         entries = await store.tail(args.n)
     finally:
