@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import struct
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -53,6 +54,18 @@ SHUTDOWN_GRACE = 30.0
 def bind_socket(path: Path) -> socket.socket:
     """A listening Unix socket at ``path``, private from its first moment."""
     directory = path.parent
+    try:
+        mode = directory.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise StartupError(f"WINGMAN_SOCKET: cannot look at {directory}: {exc.strerror}") from None
+    if mode is not None and mode & (stat.S_ISVTX | stat.S_IWOTH):
+        # Narrowing a shared directory such as /tmp to 0750 would break everyone else.
+        raise StartupError(
+            f"WINGMAN_SOCKET: {directory} is shared with other users; put the socket in a directory of its own "
+            "(e.g. /run/wingman/executor.sock)"
+        )
     try:
         directory.mkdir(mode=0o750, parents=True, exist_ok=True)
         os.chmod(directory, 0o750)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,13 @@ async def test_a_second_daemon_on_a_live_socket_refuses_to_start(harness: Harnes
     with pytest.raises(StartupError, match="another executor is already serving"):
         await second.start()
     assert (await harness.client().call(1, "whoami")).status == "done"
+
+
+def test_a_socket_in_a_shared_directory_is_refused_and_the_directory_left_alone(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    result = wingman("executor", cwd=tmp_path, WINGMAN_SOCKET=str(shared / "executor.sock"))
+    assert result.returncode == 2
+    assert "is shared with other users; put the socket in a directory of its own" in result.stderr
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
