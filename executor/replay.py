@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit.batching import GroupCommit
@@ -38,12 +38,6 @@ class ReplayGuard:
             if rows:
                 await conn.execute(insert(seen_tokens), [{"jti": jti, "exp": exp} for jti, exp in rows])
         return fresh
-
-    async def forget_expired(self, now: float) -> int:
-        """Drop ids of tokens long expired: a replay of those fails on its expiry anyway."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(delete(seen_tokens).where(seen_tokens.c.exp < now - 60))
-        return int(result.rowcount or 0)
 
     async def close(self) -> None:
         await self._writer.close()

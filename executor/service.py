@@ -126,7 +126,7 @@ class Executor:
             return await self._refuse(request, request_id, "bad_request", "the client may only use outbox.* as itself")
         args = request.args
         target = args.get("target")
-        shown_target = None if target is None else _safe_text(target)
+        shown_target = _shown_target(args)
         if not (target is None or isinstance(target, (str, int))) or isinstance(target, bool):
             return await self._refuse(request, request_id, "bad_request", "args.target must be a name or a number")
         decision = decide(self.policy, user_id=request.user_id, action=request.action, target=target)
@@ -192,13 +192,9 @@ class Executor:
         """Progress of an approved action, shown live on its approval message."""
 
         async def progress(stage: str, details: dict[str, Any]) -> None:
-            running = {**approval.as_json(), "state": RUNNING}
-            payload = {"approval": running, "progress": {"stage": stage, **_jsonable(details)}}
-            now = self.clock()
-            await self.outbox.add("progress", payload, now=now, ref=approval.id)
-            chat = approval.context
-            if chat.get("private") and isinstance(chat.get("chat_id"), int):
-                await self.outbox.add("progress", payload, now=now, chat_id=chat["chat_id"], ref=approval.id)
+            await self._notify_approval(
+                "progress", approval, {"progress": {"stage": stage, **_jsonable(details)}}, state=RUNNING
+            )
 
         return progress
 
@@ -288,8 +284,12 @@ class Executor:
         if finished is not None:
             await self._notify_approval("approval.finished", finished, extra={"outcome": reply.as_json()})
 
-    async def _notify_approval(self, kind: str, approval: Approval, extra: dict[str, Any] | None = None) -> None:
-        payload = {"approval": approval.as_json(), **(extra or {})}
+    async def _notify_approval(
+        self, kind: str, approval: Approval, extra: dict[str, Any] | None = None, *, state: str | None = None
+    ) -> None:
+        """Tell the team chat, and the requester's private chat when the request came from there."""
+        shown = approval.as_json() if state is None else {**approval.as_json(), "state": state}
+        payload = {"approval": shown, **(extra or {})}
         now = self.clock()
         await self.outbox.add(kind, payload, now=now, ref=approval.id)
         chat = approval.context
@@ -323,9 +323,7 @@ class Executor:
         return Reply("done", f"{acked} acknowledged", request_id, {"acknowledged": acked})
 
     async def _refuse(self, request: Request, request_id: str, status: str, reason: str) -> Reply:
-        target = request.args.get("target")
-        shown = None if target is None else _safe_text(target)
-        await self._record(request.actor, request.action, status, shown, _audit_params(request.args), reason, request_id)
+        await self._record(request.actor, request.action, status, _shown_target(request.args), _audit_params(request.args), reason, request_id)
         return Reply(status, reason, request_id)
 
     async def drain(self, timeout: float) -> None:
@@ -371,6 +369,11 @@ def _safe_text(value: object) -> str:
     """Client-supplied text as the audit can hold it: bounded, no NUL, no lone surrogates."""
     text = str(value)[:200].replace("\x00", "\\0")
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _shown_target(args: dict[str, Any]) -> str | None:
+    target = args.get("target")
+    return None if target is None else _safe_text(target)
 
 
 def _audit_params(args: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from scheduler.config import ScheduleConfig
 
 SUCCEEDED = ("succeeded",)
 FAILED = ("rolled_back", "rollback_failed")
-# ReplayGuard.forget_expired keeps a token this long past its expiry: the same margin here.
+# Seen token ids are kept this long past their expiry (allowing for the protocol's clock skew).
 TOKEN_MARGIN_SECONDS = 60.0
 
 

@@ -49,7 +49,7 @@ from audit import SigningKey, verify_chain
 from executor.client import ExecutorClient, ExecutorUnreachable
 from executor.protocol import AUDIENCE, CONTENT_TYPE, ISSUER, MAX_BODY, PATH, make_token
 from policy import CATALOGUE
-from tests.executor.conftest import ADMIN, APPROVER, APPROVER2, OPERATOR, STRANGER, VIEWER, Harness
+from tests.harness import ADMIN, APPROVER, APPROVER2, OPERATOR, STRANGER, VIEWER, Harness
 
 # The fuzz needs no Docker: keep the daemon's start-up recovery away from the host's engine
 # (and from the containers of whatever else runs on it).

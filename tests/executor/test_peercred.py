@@ -27,7 +27,7 @@ from audit import AuditEntry
 from executor.errors import StartupError
 from executor.protocol import make_token
 from executor.server import Daemon, serve
-from tests.executor.conftest import ADMIN, Harness
+from tests.harness import ADMIN, Harness
 
 MakeHarness = Callable[..., Awaitable[Harness]]
 # None of this needs Docker: keep the daemon's start-up recovery away from the host's engine
