@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import signal
-from collections.abc import Callable
 from pathlib import Path
 
 from aiogram import Bot, Dispatcher
@@ -23,6 +21,7 @@ from bot.handlers import ChatGate, RateLimit, build_router
 from bot.notifications import NotificationPump
 from bot.retry import RetryMiddleware
 from executor.client import ExecutorClient
+from wingman.lifecycle import run_until_signalled
 from wingman.settings import BotSettings, SettingsError
 
 log = logging.getLogger("wingman.bot")
@@ -138,17 +137,6 @@ class BotApp:
         await self.bot.session.close()
 
 
-async def serve(settings: BotSettings, *, ready: Callable[[], None] | None = None) -> None:
+async def serve(settings: BotSettings) -> None:
     """Run until SIGTERM or SIGINT."""
-    app = BotApp(settings)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    try:
-        await app.start()
-        if ready is not None:
-            ready()
-        await stopping.wait()
-    finally:
-        await app.stop()
+    await run_until_signalled(BotApp(settings))

@@ -15,7 +15,6 @@ import contextlib
 import errno
 import logging
 import os
-import signal
 import socket
 import stat
 import struct
@@ -41,6 +40,7 @@ from executor.protocol import CONTENT_TYPE, MAX_BODY, PATH, STATUS_HTTP
 from executor.service import Executor, Reply
 from policy import Policy, PolicyError, load_policy_file, vm_visible
 from scheduler import ENV_NAMES, ScheduleConfig, ScheduleConfigError, Scheduler, build_scheduler
+from wingman.lifecycle import run_until_signalled
 from wingman.settings import ExecutorSettings
 
 log = logging.getLogger("wingman.executor")
@@ -379,15 +379,4 @@ class Daemon:
 
 async def serve(settings: ExecutorSettings, *, ready: Callable[[], None] | None = None) -> None:
     """Run until SIGTERM or SIGINT."""
-    daemon = Daemon(settings)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    try:
-        await daemon.start()
-        if ready is not None:
-            ready()
-        await stopping.wait()
-    finally:
-        await daemon.stop()
+    await run_until_signalled(Daemon(settings), ready=ready)

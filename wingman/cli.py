@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta, timezone
@@ -21,6 +20,7 @@ import audit  # its parts load on first use: `wingman bot` never needs the datab
 from audit.errors import AuditError
 from audit.signing import SigningKey, generate_key_pair, load_or_create_signing_key, load_public_key
 from executor.errors import StartupError
+from wingman.lifecycle import run_until_signalled
 from wingman.settings import BotSettings, ExecutorSettings, SettingsError, load_settings
 
 EXIT_OK, EXIT_BROKEN, EXIT_ERROR = 0, 1, 2
@@ -186,21 +186,7 @@ def _up(args: argparse.Namespace) -> int:
     _logging()
 
     async def run() -> None:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
-        daemon = Daemon(executor_settings)
-        try:
-            await daemon.start()
-            app = BotApp(bot_settings)
-            try:
-                await app.start()
-                await stopping.wait()
-            finally:
-                await app.stop()
-        finally:
-            await daemon.stop()
+        await run_until_signalled(Daemon(executor_settings), BotApp(bot_settings))
 
     asyncio.run(run())
     return EXIT_OK
