@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy import Table, delete, event, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -76,6 +77,16 @@ class Head:
 
 
 @dataclass(frozen=True, slots=True)
+class Along:
+    """A row of another table to write in the same transaction as an audit entry, so that
+    both are durable or neither is (e.g. the executor's claim of a request's token id).
+    A row whose primary key is already there is left as it is."""
+
+    table: Table
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class _Pending:
     actor: str
     action: str
@@ -84,6 +95,7 @@ class _Pending:
     decision: str
     outcome: str | None
     request_id: str | None
+    along: Along | None = None
 
 
 def normalize_url(url: str) -> URL:
@@ -164,6 +176,14 @@ def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def _along_rows(batch: list[_Pending]) -> dict[Table, list[dict[str, Any]]]:
+    rows: dict[Table, list[dict[str, Any]]] = {}
+    for pending in batch:
+        if pending.along is not None:
+            rows.setdefault(pending.along.table, []).append(pending.along.values)
+    return rows
 
 
 def _lenient_text(raw: bytes) -> str:
@@ -294,8 +314,10 @@ class AuditStore:
         params: dict[str, Any] | None = None,
         outcome: str | None = None,
         request_id: str | None = None,
+        along: Along | None = None,
     ) -> AuditEntry:
-        """Append one entry; returns once it is durable. Raises ``AuditError`` on bad values."""
+        """Append one entry (and ``along``'s row); returns once it is durable. Raises
+        ``AuditError`` on bad values."""
         if self._closed:
             raise StoreUnavailable("the audit store is closed")
         for name, value, optional in (
@@ -316,7 +338,7 @@ class AuditStore:
             encode_text(value)  # refuses what has no canonical form
         if params is not None and not isinstance(params, dict):
             raise AuditError(f"audit params must be an object, not {type(params).__name__}")
-        pending = _Pending(actor, action, target, canonical_json(params or {}), decision, outcome, request_id)
+        pending = _Pending(actor, action, target, canonical_json(params or {}), decision, outcome, request_id, along)
         return await self._writer.submit(pending)
 
     def _failure(self, exc: Exception) -> BaseException:
@@ -357,6 +379,8 @@ class AuditStore:
             rows, entries = self._chain(batch, *head)
             await conn.execute(insert(audit_log), [dict(zip(ROW_FIELDS, row)) for row in rows])
             await conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=rows[-1][0], entry_hash=rows[-1][-1]))
+            for table, values in _along_rows(batch).items():
+                await conn.execute(pg_insert(table).on_conflict_do_nothing(), values)
         return entries
 
     def _write_batch_sqlite(self, db: sqlite3.Connection, batch: list[_Pending]) -> list[AuditEntry]:
@@ -369,6 +393,12 @@ class AuditStore:
             rows, entries = self._chain(batch, *head)
             db.executemany(_INSERT_SQL, rows)
             db.execute("UPDATE audit_head SET seq = ?, entry_hash = ? WHERE id = 1", (rows[-1][0], rows[-1][-1]))
+            for table, values in _along_rows(batch).items():
+                columns = list(values[0])
+                db.executemany(
+                    f"INSERT OR IGNORE INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+                    [tuple(v[c] for c in columns) for v in values],
+                )
         return entries
 
     # -- reading ---------------------------------------------------------------------------

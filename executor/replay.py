@@ -1,19 +1,40 @@
-"""Replay protection: each token id is accepted once, remembered in the database until it expires.
+"""Replay protection: each token id is accepted once, remembered until the token expires.
 
-Claims are group-committed (see ``audit.batching``): concurrent requests share one
-transaction, so the check costs one durable write per batch, not per request.
+The ids still inside their validity window are held in memory (loaded from the database
+at start), so the check itself touches no disk. The database keeps them too, so a replay
+after a restart is refused: a claimed id is written in the same transaction as the
+request's first audit entry (``claim.along``), which is written before the request
+changes anything; a request that is not audited writes it on its own (``persist``).
+
+One executor per database: two daemons sharing one would not see each other's claims.
 """
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
+from dataclasses import dataclass
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit.batching import GroupCommit
-from audit.store import SqliteWriter, sqlite_path, write_transaction
+from audit.store import Along, SqliteWriter, sqlite_path, write_transaction
 from executor.schema import seen_tokens
+
+# An id is forgotten this long after its token's expiry: the verifier's leeway (5 s) and
+# more, so a token the verifier would still accept is always remembered.
+FORGET_AFTER_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    jti: str
+    exp: float
+
+    @property
+    def along(self) -> Along:
+        return Along(seen_tokens, {"jti": self.jti, "exp": self.exp})
 
 
 class ReplayGuard:
@@ -21,48 +42,47 @@ class ReplayGuard:
         self._engine = engine
         path = sqlite_path(engine.url)
         self._sqlite = SqliteWriter(path) if path is not None else None
-        self._writer: GroupCommit[tuple[str, float], bool] = GroupCommit(self._record, name="replay-guard")
+        self._seen: set[str] = set()
+        self._expiry: list[tuple[float, str]] = []  # a heap: the next id to forget first
+        self._loaded = False
 
-    async def claim(self, jti: str, exp: float) -> bool:
-        """True the first time ``jti`` is seen (and durably recorded), False for a replay."""
-        return await self._writer.submit((jti, exp))
+    async def load(self, now: float) -> None:
+        """Remember the ids the database holds that a token could still carry."""
+        query = select(seen_tokens.c.jti, seen_tokens.c.exp).where(seen_tokens.c.exp >= now - FORGET_AFTER_SECONDS)
+        async with self._engine.connect() as conn:
+            for jti, exp in await conn.execute(query):
+                self._remember(jti, exp)
+        self._loaded = True
 
-    async def _record(self, batch: list[tuple[str, float]]) -> list[bool]:
+    def claim(self, jti: str, exp: float, now: float) -> Claim | None:
+        """A claim the first time ``jti`` is seen, None for a replay. The claim is in memory
+        only until it is written (``along`` an audit entry, or ``persist``)."""
+        if not self._loaded:
+            raise RuntimeError("ReplayGuard.load() must run before the first claim")
+        while self._expiry and self._expiry[0][0] < now - FORGET_AFTER_SECONDS:
+            self._seen.discard(heapq.heappop(self._expiry)[1])
+        if jti in self._seen:
+            return None
+        self._remember(jti, exp)
+        return Claim(jti, exp)
+
+    def _remember(self, jti: str, exp: float) -> None:
+        self._seen.add(jti)
+        heapq.heappush(self._expiry, (exp, jti))
+
+    async def persist(self, claim: Claim) -> None:
+        """Write a claim on its own (for a request whose first change is not an audit entry)."""
         if self._sqlite is not None:
-            return await self._sqlite.run(_record_sqlite, batch)
-        jtis = [jti for jti, _ in batch]
+            await self._sqlite.run(_persist_sqlite, claim)
+            return
         async with self._engine.begin() as conn:
-            query = select(seen_tokens.c.jti).where(seen_tokens.c.jti.in_(jtis))
-            known = set((await conn.execute(query)).scalars())
-            fresh, rows = _fresh(batch, known)
-            if rows:
-                await conn.execute(insert(seen_tokens), [{"jti": jti, "exp": exp} for jti, exp in rows])
-        return fresh
+            await conn.execute(pg_insert(seen_tokens).on_conflict_do_nothing(), [claim.along.values])
 
     async def close(self) -> None:
-        await self._writer.close()
         if self._sqlite is not None:
             await self._sqlite.close()
 
 
-def _fresh(batch: list[tuple[str, float]], known: set[str]) -> tuple[list[bool], list[tuple[str, float]]]:
-    """Which ids are seen for the first time (a repeat within the batch is a replay too)."""
-    fresh: list[bool] = []
-    rows = []
-    for jti, exp in batch:
-        first = jti not in known
-        fresh.append(first)
-        if first:
-            known.add(jti)
-            rows.append((jti, exp))
-    return fresh, rows
-
-
-def _record_sqlite(db: sqlite3.Connection, batch: list[tuple[str, float]]) -> list[bool]:
+def _persist_sqlite(db: sqlite3.Connection, claim: Claim) -> None:
     with write_transaction(db):
-        marks = ",".join("?" for _ in batch)
-        known = {row[0] for row in db.execute(f"SELECT jti FROM seen_tokens WHERE jti IN ({marks})", [j for j, _ in batch])}
-        fresh, rows = _fresh(batch, known)
-        if rows:
-            db.executemany("INSERT INTO seen_tokens (jti, exp) VALUES (?, ?)", rows)
-    return fresh
+        db.execute("INSERT OR IGNORE INTO seen_tokens (jti, exp) VALUES (?, ?)", (claim.jti, claim.exp))

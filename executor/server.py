@@ -18,6 +18,7 @@ import os
 import socket
 import stat
 import struct
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -286,6 +287,7 @@ class Daemon:
             deployer=deployer,
             proxmox=proxmox,
         )
+        await self.executor.replay.load(time.time())
         sock = bind_socket(settings.socket_path)
         self._bound = True
         await self._recover(deployer)

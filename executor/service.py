@@ -32,7 +32,7 @@ from executor.proxmox_driver import ProxmoxDriver
 from executor.metrics import RequestCounter
 from executor.outbox import Outbox
 from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier
-from executor.replay import ReplayGuard
+from executor.replay import Claim, ReplayGuard
 from policy import Policy, Role, Verdict, decide, may_approve
 
 log = logging.getLogger("wingman.executor")
@@ -82,27 +82,40 @@ class Executor:
         self._verifier = TokenVerifier(trusted)
         self._approval_ttl = approval_ttl
         self._running: set[asyncio.Task[None]] = set()
+        self._claims: dict[str, Claim] = {}  # request id -> its token's claim, until written
         self.requests = RequestCounter()
 
     # -- the entry point -------------------------------------------------------------------
 
     async def handle(self, token: str) -> Reply:
         request_id = secrets.token_hex(8)
-        now = self.clock()
+        now = time.time()  # token times are the signer's wall clock, not self.clock
         try:
             request = self._verifier.verify(token, now)
-            if not await self.replay.claim(request.jti, request.exp):
+            claim = self.replay.claim(request.jti, request.exp, now)
+            if claim is None:
                 raise TokenRejected("this token was already used (replay)")
         except TokenRejected as exc:
             await self._record("unverified", "request", exc.status, None, {}, exc.reason, request_id)
             return Reply(exc.status, exc.reason, request_id)
+        # The claim is written with the request's first audit entry (see _record), one
+        # commit for both; the paths that change something before that write it first.
+        self._claims[request_id] = claim
         try:
             if request.action in PROTOCOL_ACTIONS:
+                await self._write_claim(request_id)
                 return await self._protocol_action(request, request_id)
             return await self._catalogue_action(request, request_id)
         except (AuditError, SQLAlchemyError, OSError) as exc:
             log.error("request %s failed on the database: %s", request_id, exc)
             return Reply("unavailable", "the executor's database is unavailable; try again shortly", request_id)
+        finally:
+            self._claims.pop(request_id, None)
+
+    async def _write_claim(self, request_id: str) -> None:
+        claim = self._claims.pop(request_id, None)
+        if claim is not None:
+            await self.replay.persist(claim)
 
     async def _record(
         self,
@@ -114,9 +127,11 @@ class Executor:
         outcome: str | None,
         request_id: str,
     ) -> None:
+        claim = self._claims.pop(request_id, None)
         await self.audit.append(
-            actor=actor, action=action, decision=decision, target=target, params=params, outcome=outcome, request_id=request_id
-        )
+            actor=actor, action=action, decision=decision, target=target, params=params, outcome=outcome,
+            request_id=request_id, along=claim.along if claim is not None else None,
+        )  # fmt: skip
         self.requests.count(decision)
 
     # -- catalogue actions -----------------------------------------------------------------
@@ -140,6 +155,7 @@ class Executor:
             await self._record(request.actor, request.action, "refused", shown_target, params, exc.reason, request_id)
             return Reply(exc.status, exc.reason, request_id)
         if decision.verdict is Verdict.NEEDS_APPROVAL:
+            await self._write_claim(request_id)
             approval = await self.approvals.create(
                 action=request.action,
                 target=shown_target,
