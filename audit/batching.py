@@ -36,8 +36,9 @@ class GroupCommit(Generic[T, R]):
         self._queue.put_nowait((item, future))
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=self._name)
-        # A caller cancelled while waiting does not take its item back: it is written anyway.
-        return await asyncio.shield(future)
+        # A caller cancelled while waiting does not take its item back: it is written anyway
+        # (the writer skips answering a cancelled future).
+        return await future
 
     async def _run(self) -> None:
         while True:

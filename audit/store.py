@@ -91,6 +91,7 @@ class _Pending:
     actor: str
     action: str
     target: str | None
+    params: dict[str, Any]
     params_json: str
     decision: str
     outcome: str | None
@@ -338,7 +339,8 @@ class AuditStore:
             encode_text(value)  # refuses what has no canonical form
         if params is not None and not isinstance(params, dict):
             raise AuditError(f"audit params must be an object, not {type(params).__name__}")
-        pending = _Pending(actor, action, target, canonical_json(params or {}), decision, outcome, request_id, along)
+        params = dict(params or {})
+        pending = _Pending(actor, action, target, params, canonical_json(params), decision, outcome, request_id, along)
         return await self._writer.submit(pending)
 
     def _failure(self, exc: Exception) -> BaseException:
@@ -348,6 +350,7 @@ class AuditStore:
         """The rows that continue the chain from (seq, prev) with ``batch``."""
         ts = format_ts(self._clock())
         rows: list[Row] = []
+        entries: list[AuditEntry] = []
         for p in batch:
             seq += 1
             text = entry_object(
@@ -362,8 +365,9 @@ class AuditStore:
             )
             entry_hash = chain_hash(seq, prev, text)
             rows.append((seq, ts, p.actor, p.action, p.target, p.params_json, p.decision, p.outcome, p.request_id, prev, entry_hash))
+            entries.append(AuditEntry(seq, ts, p.actor, p.action, p.target, p.params, p.decision, p.outcome, p.request_id, prev, entry_hash))
             prev = entry_hash
-        return rows, [AuditEntry.from_row(row) for row in rows]
+        return rows, entries
 
     async def _write_batch(self, batch: list[_Pending]) -> list[AuditEntry]:
         if self._sqlite is not None:

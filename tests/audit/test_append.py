@@ -46,6 +46,25 @@ async def test_concurrent_appenders_leave_a_gapless_valid_chain(db_url: str) -> 
         assert mine == list(range(PER_WRITER))
 
 
+async def test_an_append_whose_caller_gave_up_is_written_all_the_same(db_url: str) -> None:
+    """A request cancelled while its entry waits in the batch (a client hung up) does not take
+    the entry back, and the others' appends are unharmed."""
+    store = await AuditStore.open(db_url)
+    try:
+        waiting = [asyncio.create_task(store.append(actor="tg:1", action="status", decision="allowed", params={"i": i})) for i in range(20)]
+        await asyncio.sleep(0)  # every append has queued its entry
+        waiting[7].cancel()
+        done = await asyncio.gather(*waiting, return_exceptions=True)
+        last = await store.append(actor="tg:1", action="status", decision="allowed", params={"i": 20})
+        report = await verify_chain(store, None, {})
+    finally:
+        await store.close()
+    assert isinstance(done[7], asyncio.CancelledError)
+    rows = await read_rows(db_url)
+    assert report.ok and last.seq == max(r["seq"] for r in rows)
+    assert sorted(json.loads(r["params"])["i"] for r in rows if r["actor"] == "tg:1") == list(range(21))
+
+
 async def test_two_stores_on_one_database_share_the_chain(db_url: str) -> None:
     """Two processes' worth of writers (the daemon and the CLI) serialize on the database lock."""
     first, second = await AuditStore.open(db_url), await AuditStore.open(db_url)
