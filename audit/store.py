@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Table, delete, event, func, insert, select, update
+from sqlalchemy import Table, delete, event, func, insert, inspect, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.url import URL
@@ -225,7 +224,20 @@ def make_engine(url: URL, *, writer: bool) -> AsyncEngine:
 
 
 async def upgrade_schema(engine: AsyncEngine, script_location: Path) -> None:
-    """Apply the Alembic migrations at ``script_location`` (their env.py takes the connection)."""
+    """Apply the Alembic migrations at ``script_location`` (their env.py takes the connection).
+
+    A database already at the head revisions is left alone without importing Alembic (about
+    11 MB a daemon then does not carry); its version table is ``<package>_alembic_version``,
+    as each env.py names it.
+    """
+    version_table = f"{script_location.parent.name}_alembic_version"
+    async with engine.connect() as conn:
+        applied = await conn.run_sync(_applied_revisions, version_table)
+    if applied == migration_heads(script_location):
+        return
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(script_location))
 
@@ -235,6 +247,29 @@ async def upgrade_schema(engine: AsyncEngine, script_location: Path) -> None:
 
     async with engine.begin() as conn:
         await conn.run_sync(upgrade)
+
+
+def _applied_revisions(connection: Connection, version_table: str) -> set[str] | None:
+    if not inspect(connection).has_table(version_table):
+        return None
+    return {str(row[0]) for row in connection.execute(text(f"SELECT version_num FROM {version_table}"))}
+
+
+def migration_heads(script_location: Path) -> set[str]:
+    """The head revisions of the migrations at ``script_location``, read from their files
+    (``revision = "..."`` and ``down_revision = ...``) as Alembic reads them."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for file in (script_location / "versions").glob("*.py"):
+        source = file.read_text(encoding="utf-8")
+        revision = re.search(r"^revision\s*(?::[^=]*)?=\s*[\"'](\w+)[\"']", source, re.MULTILINE)
+        if revision is None:
+            continue
+        revisions.add(revision[1])
+        down = re.search(r"^down_revision\s*(?::[^=]*)?=\s*(.*)$", source, re.MULTILINE)
+        if down is not None:
+            parents.update(re.findall(r"[\"'](\w+)[\"']", down[1]))
+    return revisions - parents
 
 
 def _unavailable(url: URL, exc: BaseException) -> StoreUnavailable:

@@ -31,7 +31,8 @@ It prints, each figure beside its target:
    outside the interval, what aiogram's polling loop spends before ``feed_update`` turning
    one update's JSON into an ``Update``. Updates are 1 ms apart, so work left over from one
    (the double's server side, say) is not charged to the next.
-2. **idle memory** - ``python -m wingman executor`` and ``python -m wingman bot`` as separate
+2. **idle memory** - ``python -m wingman executor`` (its second start: the first, shown
+   beside, creates and migrates the database) and ``python -m wingman bot`` as separate
    child processes, configured through the environment as in production, each waited for
    until its log says it is ready ("executor listening on", "bot started"), then left idle
    for ``--settle`` seconds (default 5; the bot long-polls the double and the executor for
@@ -491,9 +492,16 @@ async def run(args: argparse.Namespace, work: Path) -> bool:
     await double.start()
     double.add_chat(TEAM_CHAT, chat_type="supergroup")  # where the bot posts the executor's notifications
     bot_env["TELEGRAM_API_BASE"] = double.base_url
+    first_start = Child("executor", executor_env, work)
     executor = Child("executor", executor_env, work)
     bot = Child("bot", bot_env, work)
     try:
+        # The executor's first start creates and migrates its database (Alembic loaded); the
+        # one measured is the next, as every start after the installation's first.
+        await first_start.start("executor listening on")
+        await asyncio.sleep(args.settle)
+        first_idle = proc_status(first_start.pid)
+        await first_start.stop()
         # 2 first (the daemons fresh), then 1 against the same executor.
         await executor.start("executor listening on")
         await bot.start("bot started")
@@ -514,6 +522,7 @@ async def run(args: argparse.Namespace, work: Path) -> bool:
     finally:
         await bot.stop()
         await executor.stop()
+        await first_start.stop()
         await double.close()
 
     # -- 1
@@ -540,6 +549,7 @@ async def run(args: argparse.Namespace, work: Path) -> bool:
         rss = idle[name]["VmRSS"]
         missed_memory |= rss > TARGET_RSS_MB
         print(f"  {name:<9} pid {child.pid:<7} {rss_text(idle[name])}   target <= {TARGET_RSS_MB:g} MB {mark(rss <= TARGET_RSS_MB)}")
+    print(f"  first start     executor creating and migrating its database (Alembic loaded): {rss_text(first_idle)}")
     print(f"  after use       bot after answering {CHILD_USERS} /whoami: {rss_text(bot_busy)}")
     print(f"                  executor after {WARMUP + n + CHILD_USERS:,} requests: {rss_text(executor_busy)}")
     print(f"  start-up        spawn -> ready: executor {executor.ready_after:.2f} s, bot {bot.ready_after:.2f} s")

@@ -241,15 +241,6 @@ def check_socket(settings: ExecutorSettings | BotSettings) -> CheckResult:
 # -- the database ---------------------------------------------------------------------------
 
 
-def _heads(script_location: Path) -> set[str]:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    config = Config()
-    config.set_main_option("script_location", str(script_location))
-    return set(ScriptDirectory.from_config(config).get_heads())
-
-
 async def _applied(url: Any) -> dict[str, set[str] | None]:
     from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
@@ -273,7 +264,7 @@ async def _applied(url: Any) -> dict[str, set[str] | None]:
 
 async def check_database(executor: ExecutorSettings) -> CheckResult:
     from audit import AuditError, AuditStore
-    from audit.store import describe, normalize_url, sqlite_path
+    from audit.store import describe, migration_heads, normalize_url, sqlite_path
     from audit.store import MIGRATIONS as AUDIT_MIGRATIONS
     from executor.server import MIGRATIONS as EXECUTOR_MIGRATIONS
 
@@ -299,7 +290,7 @@ async def check_database(executor: ExecutorSettings) -> CheckResult:
         await store.close()
     applied = await _applied(url)
     for table, location in (("audit_alembic_version", AUDIT_MIGRATIONS), ("executor_alembic_version", EXECUTOR_MIGRATIONS)):
-        have, want = applied.get(table), _heads(location)
+        have, want = applied.get(table), migration_heads(location)
         if have != want:
             return _fail(
                 f"database {shown}",
