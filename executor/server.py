@@ -108,13 +108,14 @@ def peer_uid(sock: socket.socket) -> int:
 
 
 class PeerChecked(asyncio.Protocol):
-    """Wraps aiohttp's protocol: a connection from a uid not allowed is closed unread."""
+    """Stands in for aiohttp's protocol until the peer's uid is known: a connection from a
+    uid not allowed is closed unread; an allowed one is handed to aiohttp's protocol, which
+    then reads it directly."""
 
     def __init__(self, inner: asyncio.Protocol, allowed: frozenset[int], refused: Callable[[int], None]) -> None:
         self._inner = inner
         self._allowed = allowed
         self._refused = refused
-        self._open = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         sock = transport.get_extra_info("socket")
@@ -123,27 +124,11 @@ class PeerChecked(asyncio.Protocol):
             transport.abort()
             self._refused(uid)
             return
-        self._open = True
+        transport.set_protocol(self._inner)
         self._inner.connection_made(transport)
 
-    def data_received(self, data: bytes) -> None:
-        if self._open:
-            self._inner.data_received(data)  # type: ignore[attr-defined]
-
-    def eof_received(self) -> bool | None:
-        return self._inner.eof_received() if self._open else None  # type: ignore[attr-defined]
-
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._open:
-            self._inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        if self._open:
-            self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._open:
-            self._inner.resume_writing()
+        pass  # only a refused connection ends here: an allowed one belongs to aiohttp
 
 
 # -- HTTP ---------------------------------------------------------------------------------
