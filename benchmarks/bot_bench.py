@@ -380,7 +380,7 @@ class Child:
 IMPORT_STEPS = {
     "executor": (
         "aiohttp", "pydantic_settings", "jwt, cryptography.hazmat.primitives.asymmetric.ed25519",
-        "sqlalchemy.ext.asyncio, aiosqlite", "alembic.command, alembic.config", "docker", "apscheduler, yaml, tzlocal",
+        "sqlalchemy.ext.asyncio, aiosqlite", "docker", "apscheduler, yaml, tzlocal",  # Alembic: only to migrate
         "executor.server",
     ),
     "bot": (
