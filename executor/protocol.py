@@ -7,7 +7,9 @@ Transport
 
 Request
     ``POST /v1/request`` with ``Content-Type: application/jwt`` and, as the whole body (at
-    most 64 KiB), one compact JWS (RFC 7515/7519) signed with Ed25519:
+    most 64 KiB), one compact JWS (RFC 7515/7519) signed with Ed25519: three segments
+    joined by ``.``, each base64url without padding (RFC 7515 section 2), the signature over
+    the ASCII of ``<header>.<claims>`` as sent.
 
     - header: ``{"alg": "EdDSA", "typ": "JWT", "kid": "<key id>"}``. ``kid`` names one of
       the executor's trusted public keys (``WINGMAN_TRUSTED_KEYS``; a key's id is its file
