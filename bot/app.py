@@ -6,7 +6,12 @@ import asyncio
 import contextlib
 import logging
 import re
+import secrets
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiohttp import web
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -14,7 +19,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError
-from aiogram.types import BotCommand
+from aiogram.types import BotCommand, Update
 
 from audit.signing import KeyFileError, SigningKey, load_signing_key
 from bot.handlers import ChatGate, RateLimit, build_router
@@ -26,6 +31,8 @@ from wingman.settings import BotSettings, SettingsError
 
 log = logging.getLogger("wingman.bot")
 TOKEN_PATTERN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{1,100}")
+WEBHOOK_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 NO_TOKEN = (
     "TELEGRAM_BOT_TOKEN: not set. In Telegram, talk to @BotFather (https://t.me/BotFather), "
     "send /newbot, and put the token it gives you in .env as TELEGRAM_BOT_TOKEN=<token> (see .env.example)"
@@ -77,6 +84,38 @@ def check(settings: BotSettings) -> tuple[str, SigningKey]:
     return token, key
 
 
+@dataclass(frozen=True)
+class Webhook:
+    url: str
+    path: str
+    host: str
+    port: int
+    secret: str
+
+
+def check_webhook(settings: BotSettings) -> Webhook | None:
+    """Webhook mode's settings (None: long polling), or a SettingsError saying what to fix."""
+    if not settings.telegram_webhook_url:
+        return None
+    url = settings.telegram_webhook_url.strip()
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise SettingsError(
+            "TELEGRAM_WEBHOOK_URL: Telegram only posts to an https:// URL; give the public address of "
+            "the TLS proxy that forwards to TELEGRAM_WEBHOOK_LISTEN (or unset it to poll)"
+        )
+    host, _, port = settings.telegram_webhook_listen.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError("TELEGRAM_WEBHOOK_LISTEN: expected host:port, e.g. 127.0.0.1:8080")
+    if settings.telegram_webhook_secret is None:
+        secret = secrets.token_urlsafe(32)
+    else:
+        secret = settings.telegram_webhook_secret.get_secret_value()
+        if not WEBHOOK_SECRET_PATTERN.fullmatch(secret):
+            raise SettingsError("TELEGRAM_WEBHOOK_SECRET: use 1 to 256 characters of A-Z, a-z, 0-9, _ and -")
+    return Webhook(url, parts.path or "/", host.strip("[]"), int(port), secret)
+
+
 def make_bot(token: str, api_base: str | None) -> Bot:
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_base)) if api_base else AiohttpSession()
     session.middleware(RetryMiddleware())
@@ -88,6 +127,7 @@ class BotApp:
 
     def __init__(self, settings: BotSettings) -> None:
         token, key = check(settings)
+        self.webhook = check_webhook(settings)
         self.settings = settings
         self.bot = make_bot(token, settings.telegram_api_base)
         self.client = ExecutorClient(settings.socket_path, key)
@@ -98,27 +138,85 @@ class BotApp:
         self.dispatcher.include_router(build_router())
         self.pump = NotificationPump(self.bot, self.client, settings.chat_id)
         self._tasks: list[asyncio.Task[None]] = []
+        self._webhook_server: web.AppRunner | None = None
+        self._fed: set[asyncio.Task[None]] = set()  # webhook updates being handled
 
     async def start(self) -> None:
         try:
             await self.bot.set_my_commands(MENU)
         except TelegramAPIError as exc:  # the menu is a nicety; polling retries on its own
             log.warning("could not set the command menu: %s", exc)
-        self._tasks = [
-            asyncio.create_task(
-                self.dispatcher.start_polling(
-                    self.bot, handle_signals=False, close_bot_session=False, client=self.client, polling_timeout=25
-                ),
-                name="telegram-polling",
-            ),
-            asyncio.create_task(self.pump.run(), name="notifications"),
-        ]
-        log.info("bot started")
+        if self.webhook is not None:
+            await self._start_webhook(self.webhook)
+        else:
+            try:  # a webhook left from webhook mode would make Telegram refuse getUpdates
+                await self.bot.delete_webhook(drop_pending_updates=False)
+            except TelegramAPIError as exc:
+                log.warning("could not remove a webhook: %s", exc)
+            self._tasks.append(
+                asyncio.create_task(
+                    self.dispatcher.start_polling(
+                        self.bot, handle_signals=False, close_bot_session=False, client=self.client, polling_timeout=25
+                    ),
+                    name="telegram-polling",
+                )
+            )
+        self._tasks.append(asyncio.create_task(self.pump.run(), name="notifications"))
+        log.info("bot started (%s)", "webhook at " + self.webhook.url if self.webhook else "long polling")
+
+    async def _start_webhook(self, webhook: Webhook) -> None:
+        """Listen first, then tell Telegram where to post: its first update finds us ready."""
+        app = web.Application()
+        app.router.add_post(webhook.path, self._on_update)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, webhook.host, webhook.port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise SettingsError(f"TELEGRAM_WEBHOOK_LISTEN: cannot listen on {webhook.host}:{webhook.port}: {exc.strerror}") from None
+        self._webhook_server = runner
+        try:
+            await self.bot.set_webhook(
+                webhook.url,
+                secret_token=webhook.secret,
+                allowed_updates=self.dispatcher.resolve_used_update_types(),
+                drop_pending_updates=False,
+            )
+        except TelegramAPIError as exc:
+            raise SettingsError(f"TELEGRAM_WEBHOOK_URL: Telegram did not accept the webhook: {exc.message}") from None
+
+    async def _on_update(self, request: web.Request) -> web.Response:
+        """One update posted by Telegram: answered at once, handled in the background (as
+        polling does); without the secret nothing is read."""
+        given = request.headers.get(SECRET_HEADER, "").encode("utf-8", "surrogateescape")
+        assert self.webhook is not None
+        if not secrets.compare_digest(given, self.webhook.secret.encode()):
+            return web.Response(status=401, text=f"wrong or missing {SECRET_HEADER}\n")
+        try:
+            update = Update.model_validate(await request.json(), context={"bot": self.bot})
+        except ValueError:  # not JSON, or not an update (pydantic's ValidationError is one)
+            return web.Response(status=400, text="the body is not a Telegram update\n")
+        task = asyncio.create_task(self._feed(update), name=f"update-{update.update_id}")
+        self._fed.add(task)
+        task.add_done_callback(self._fed.discard)
+        return web.json_response({})
+
+    async def _feed(self, update: Update) -> None:
+        try:
+            await self.dispatcher.feed_update(self.bot, update, client=self.client)
+        except Exception:  # one update's failure must not pass unnoticed, nor stop the others
+            log.exception("update %s failed", update.update_id)
 
     async def stop(self) -> None:
         """Stop polling, let in-flight executor calls finish (bounded), close the sessions."""
         self.pump.stop()
-        with contextlib.suppress(RuntimeError):  # polling had not started yet
+        if self._webhook_server is not None:
+            # Stop taking updates (Telegram keeps them until the bot is back), finish those taken.
+            await self._webhook_server.cleanup()
+            if self._fed:
+                await asyncio.wait(set(self._fed), timeout=SHUTDOWN_GRACE)
+        with contextlib.suppress(RuntimeError):  # polling had not started (or webhook mode)
             await self.dispatcher.stop_polling()
         if self.pump.idle:
             # Parked in a long poll: nothing is half-shown, and an unacknowledged event

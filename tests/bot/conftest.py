@@ -60,7 +60,7 @@ class World:
 async def make_world(make_harness: Callable[..., Awaitable[Harness]], tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[World]]]:
     made: list[World] = []
 
-    async def make(**executor_settings: Any) -> World:
+    async def make(bot: dict[str, Any] | None = None, **executor_settings: Any) -> World:
         harness = await make_harness(**{"container_allowlist": ["web", "app-*"], **executor_settings})
         double = await TelegramDouble(DEFAULT_TOKEN).start()
         double.add_chat(TEAM, chat_type="supergroup", title="ops")
@@ -74,9 +74,15 @@ async def make_world(make_harness: Callable[..., Awaitable[Harness]], tmp_path: 
             bot_key=harness.home / "keys" / "bot.key",
             socket=harness.settings.socket_path,
             data_dir=tmp_path / "bot-data",
+            **(bot or {}),
         )
         app = BotApp(settings)
-        await app.start()
+        try:
+            await app.start()
+        except BaseException:
+            await app.stop()  # as `wingman bot` does after a failed start
+            await double.close()
+            raise
         world = World(harness, double, app, settings)
         made.append(world)
         return world

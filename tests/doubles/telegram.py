@@ -34,7 +34,8 @@ Honesty rules (the double is only useful if code that passes here works against 
 Known simplifications: Telegram's own entity detection covers URLs with a scheme, bot commands
 and @mentions only; the 4096 limit counts code points; a photo comes back in one size; Markdown
 parse modes answer 501; flood limits and callback-query expiry happen only when injected; a
-webhook can be set, but updates stay queued instead of being posted to it.
+webhook's updates are posted when the test calls ``deliver_webhook`` (to the address it
+names), not by the double on its own.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 from aiohttp import web
 from aiohttp.web_request import FileField
 
@@ -948,6 +950,7 @@ class TelegramDouble:
         self.updates: list[JSONObject] = []
         """Every update ever queued, delivered or not, oldest first."""
         self.webhook_url = ""
+        self.webhook_secret: str | None = None
 
         self._users: dict[int, JSONObject] = {}
         self._chats: dict[int, JSONObject] = {}
@@ -1072,6 +1075,31 @@ class TelegramDouble:
     @property
     def photos(self) -> list[UploadedFile]:
         return [f for f in self.files if f.kind == "photo"]
+
+    async def deliver_webhook(self, target: str, *, secret: str | None = None) -> list[int]:
+        """Post the queued updates to the webhook as Telegram does: one JSON update per POST,
+        with ``X-Telegram-Bot-Api-Secret-Token`` (the registered secret unless ``secret`` is
+        given); an update answered 2xx is delivered, any other stays queued. ``target`` stands
+        for the registered HTTPS URL (the TLS-terminating proxy in front of the bot). Returns
+        the HTTP statuses, in order."""
+        if not self.webhook_url:
+            raise LookupError("no webhook is set: the bot polls")
+        header = secret if secret is not None else self.webhook_secret
+        headers = {} if header is None else {"X-Telegram-Bot-Api-Secret-Token": header}
+        allowed = self._webhook.get("allowed_updates")
+        statuses = []
+        async with aiohttp.ClientSession() as session:
+            for update in list(self._pending):
+                kind = next(key for key in update if key != "update_id")
+                if allowed is not None and kind not in allowed:
+                    continue
+                async with session.post(target, json=update, headers=headers) as response:
+                    await response.read()
+                    statuses.append(response.status)
+                if 200 <= response.status < 300:
+                    self._pending.remove(update)
+        self._changed()
+        return statuses
 
     @property
     def pending_updates(self) -> list[JSONObject]:
@@ -1405,12 +1433,16 @@ class TelegramDouble:
             return await self._delete_webhook(params)
         if not url.lower().startswith("https://"):
             raise _bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        secret = params.get("secret_token")
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(secret)):
+            raise _bad_request("bad webhook: secret token contains unallowed characters")
         already = url == self.webhook_url
         if params.get("drop_pending_updates"):
             self._pending.clear()
         self.webhook_url = url
+        self.webhook_secret = None if secret is None else str(secret)
         self._webhook = {key: params[key] for key in ("max_connections", "allowed_updates") if key in params}
-        # Updates are only queued: the double does not post them to the webhook.
+        # Updates stay queued until deliver_webhook() posts them (the test names where to).
         return _Described(True, "Webhook is already set" if already else "Webhook was set")
 
     async def _delete_webhook(self, params: JSONObject) -> _Described:
@@ -1418,6 +1450,7 @@ class TelegramDouble:
         if params.get("drop_pending_updates"):
             self._pending.clear()
         self.webhook_url = ""
+        self.webhook_secret = None
         self._webhook = {}
         return _Described(True, "Webhook was deleted" if was_set else "Webhook is already deleted")
 
