@@ -431,6 +431,18 @@ def check_token_form(bot: BotSettings) -> CheckResult:
     return _ok("Telegram token has the form <bot id>:<secret>")
 
 
+def check_updates_mode(bot: BotSettings) -> CheckResult:
+    from bot.app import check_webhook
+
+    try:
+        webhook = check_webhook(bot)
+    except SettingsError as exc:
+        return _fail("Telegram webhook", str(exc))
+    if webhook is None:
+        return _ok("Telegram updates by long polling")
+    return _ok(f"Telegram webhook at {webhook.url}, listening on {webhook.host}:{webhook.port}")
+
+
 async def check_get_me(bot: BotSettings) -> CheckResult:
     from bot.app import check_token
 
@@ -492,6 +504,7 @@ async def run_checks(
         results += await _guarded("Proxmox", lambda: check_proxmox(ex))
     if bot is not None:
         results += await _guarded("Telegram token", lambda: check_token_form(bot))
+        results += await _guarded("Telegram webhook", lambda: check_updates_mode(bot))
         if online:
             results += await _guarded("Telegram getMe", lambda: check_get_me(bot))
     return results

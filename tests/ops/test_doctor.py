@@ -145,6 +145,17 @@ async def test_the_token_form_and_get_me(site: Site) -> None:
     assert not line_starting(results, "Telegram getMe").ok
 
 
+async def test_the_way_updates_arrive(site: Site) -> None:
+    results = await run_checks(None, site.bot(), online=False)
+    assert line_starting(results, "Telegram updates by long polling").ok
+    hooked = site.bot(telegram_webhook_url="https://bot.example.test/tg", telegram_webhook_listen="127.0.0.1:8443")
+    results = await run_checks(None, hooked, online=False)
+    assert line_starting(results, "Telegram webhook at https://bot.example.test/tg, listening on 127.0.0.1:8443").ok
+    results = await run_checks(None, site.bot(telegram_webhook_url="http://bot.example.test/tg"), online=False)
+    assert_lines(results)
+    assert "https://" in line_starting(results, "Telegram webhook").problem
+
+
 def test_check_main_prints_one_line_per_check_and_exits_1_on_failure(
     site: Site, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
