@@ -195,7 +195,7 @@ class BotApp:
             return web.Response(status=401, text=f"wrong or missing {SECRET_HEADER}\n")
         try:
             update = Update.model_validate(await request.json(), context={"bot": self.bot})
-        except ValueError:  # not JSON, or not an update (pydantic's ValidationError is one)
+        except (ValueError, RecursionError):  # not JSON, or not an update (ValidationError is a ValueError)
             return web.Response(status=400, text="the body is not a Telegram update\n")
         task = asyncio.create_task(self._feed(update), name=f"update-{update.update_id}")
         self._fed.add(task)

@@ -64,7 +64,7 @@ async def test_an_update_without_the_secret_is_refused_unread_and_comes_again(ho
     assert len(await answers(world, VIEWER)) == 1
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'{"update_id": "x"}'])
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'{"update_id": "x"}', b"[" * 100_000 + b"]" * 100_000])
 async def test_a_body_that_is_not_an_update_gets_one_line(hooked: tuple[World, str], body: bytes) -> None:
     world, local = hooked
     headers = {"X-Telegram-Bot-Api-Secret-Token": world.double.webhook_secret or "", "Content-Type": "application/json"}
