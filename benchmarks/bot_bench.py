@@ -78,7 +78,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.doubles.telegram, and the packages without an install
 
-import bot  # noqa: E402,F401  (first: aiogram as the bot imports it, see bot.lazy_types)
+from bot import lazy_types  # noqa: E402,F401  (first: aiogram as the bot imports it, see bot.lazy_types)
 import aiogram  # noqa: E402
 import aiohttp  # noqa: E402
 from aiogram.types import Update  # noqa: E402
