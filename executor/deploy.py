@@ -369,6 +369,13 @@ class Deployer:
         self.running_window = running_window
         self.poll_interval = poll_interval
 
+    def _limits(self, timeout: float | None, running_window: float | None) -> tuple[float, float]:
+        """One call's health timeout and running window: the deployer's unless given."""
+        return (
+            self.health_timeout if timeout is None else timeout,
+            self.running_window if running_window is None else running_window,
+        )
+
     # -- deploy ---------------------------------------------------------------------------------
 
     async def deploy(
@@ -414,8 +421,7 @@ class Deployer:
                 approved_by=approved_by,
                 requested_image=ref.text,
                 progress=progress,
-                timeout=self.health_timeout if timeout is None else timeout,
-                window=self.running_window if running_window is None else running_window,
+                limits=self._limits(timeout, running_window),
                 started=started,
             )
 
@@ -461,8 +467,7 @@ class Deployer:
                 approved_by=approved_by,
                 requested_image=target.id,
                 progress=progress,
-                timeout=self.health_timeout if timeout is None else timeout,
-                window=self.running_window if running_window is None else running_window,
+                limits=self._limits(timeout, running_window),
                 started=started,
             )
 
@@ -479,8 +484,7 @@ class Deployer:
         approved_by: str | None,
         requested_image: str,
         progress: Progress,
-        timeout: float,
-        window: float,
+        limits: tuple[float, float],
         started: float,
     ) -> DeployResult:
         previous = ImageRef(await self._display_tag(name, old, old_image), str(old["Image"]))
@@ -521,6 +525,7 @@ class Deployer:
             await emit(progress, "starting", {"service": name})
             await self._step("starting the new container", lambda api: api.start(created))
             await self.store.set_state(record.id, "verifying")
+            timeout, window = limits
             verdict = await self.gate(created, timeout=timeout, window=window, progress=progress)
             if not verdict.ok:
                 raise _StepFailed(verdict.reason)
@@ -702,8 +707,7 @@ class Deployer:
         left under a temporary name unless the engine refuses (then a line says so and the
         next start tries again).
         """
-        timeout = self.health_timeout if timeout is None else timeout
-        window = self.running_window if running_window is None else running_window
+        timeout, window = self._limits(timeout, running_window)
         lines: list[str] = []
         for record in await self.store.unfinished():
             if self.driver.locks.holder(record.service) is not None:
