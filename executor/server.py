@@ -296,26 +296,25 @@ class Daemon:
 
     async def _recover(self, deployer: Deployer) -> None:
         """Bring back services whose deploy a crash interrupted, before serving anyone."""
-        assert self._audit is not None and self.executor is not None
         lines = await deployer.recover()
-        for line in lines:
-            log.warning("recovery: %s", line)
-            await self._audit.append(actor="system", action="deploy.recover", decision="done", outcome=line)
-        if lines:
-            text = "Recovered after a restart:\n" + "\n".join(f"• {line}" for line in lines)
-            await self.executor.outbox.add("recovery", {"text": text}, now=self.executor.clock())
+        await self._report_at_start(lines, "recovery", "deploy.recover", "done", "Recovered after a restart:")
 
     async def _proxmox_self_check(self, proxmox: ProxmoxDriver) -> None:
         """Say once, at start, what the Proxmox token cannot do for the allowlisted VMs."""
-        assert self._audit is not None and self.executor is not None
+        assert self.executor is not None
         policy = self.executor.policy
         lines = await proxmox.self_check(self.settings.vm_allowlist, lambda vmid, node: vm_visible(policy, vmid, node))
+        await self._report_at_start(lines, "proxmox.self_check", "proxmox.self_check", "problem", "Proxmox self-check at start:")
+
+    async def _report_at_start(self, lines: list[str], kind: str, action: str, decision: str, heading: str) -> None:
+        """Each line to the log and the audit, and all of them as one message to the team chat."""
+        assert self._audit is not None and self.executor is not None
         for line in lines:
-            log.warning("proxmox: %s", line)
-            await self._audit.append(actor="system", action="proxmox.self_check", decision="problem", outcome=line)
+            log.warning("%s: %s", kind, line)
+            await self._audit.append(actor="system", action=action, decision=decision, outcome=line)
         if lines:
-            text = "Proxmox self-check at start:\n" + "\n".join(f"• {line}" for line in lines)
-            await self.executor.outbox.add("proxmox.self_check", {"text": text}, now=self.executor.clock())
+            text = heading + "\n" + "\n".join(f"• {line}" for line in lines)
+            await self.executor.outbox.add(kind, {"text": text}, now=self.executor.clock())
 
     def _refuse_peer(self, uid: int) -> None:
         log.warning("refused a connection from uid %s", uid)
