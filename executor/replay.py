@@ -12,14 +12,14 @@ One executor per database: two daemons sharing one would not see each other's cl
 from __future__ import annotations
 
 import heapq
-import sqlite3
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit.store import Along, SqliteWriter, sqlite_path, write_transaction
+from audit.store import Along
 from executor.schema import seen_tokens
 
 # An id is forgotten this long after its token's expiry: the verifier's leeway (5 s) and
@@ -40,8 +40,6 @@ class Claim:
 class ReplayGuard:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        path = sqlite_path(engine.url)
-        self._sqlite = SqliteWriter(path) if path is not None else None
         self._seen: set[str] = set()
         self._expiry: list[tuple[float, str]] = []  # a heap: the next id to forget first
         self._loaded = False
@@ -72,17 +70,6 @@ class ReplayGuard:
 
     async def persist(self, claim: Claim) -> None:
         """Write a claim on its own (for a request whose first change is not an audit entry)."""
-        if self._sqlite is not None:
-            await self._sqlite.run(_persist_sqlite, claim)
-            return
+        insert = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
         async with self._engine.begin() as conn:
-            await conn.execute(pg_insert(seen_tokens).on_conflict_do_nothing(), [claim.along.values])
-
-    async def close(self) -> None:
-        if self._sqlite is not None:
-            await self._sqlite.close()
-
-
-def _persist_sqlite(db: sqlite3.Connection, claim: Claim) -> None:
-    with write_transaction(db):
-        db.execute("INSERT OR IGNORE INTO seen_tokens (jti, exp) VALUES (?, ?)", (claim.jti, claim.exp))
+            await conn.execute(insert(seen_tokens).on_conflict_do_nothing(), [claim.along.values])

@@ -348,7 +348,6 @@ class Executor:
             await asyncio.wait(set(self._running), timeout=timeout)
 
     async def close(self) -> None:
-        await self.replay.close()
         self.outbox.wake()
 
 
