@@ -1086,13 +1086,10 @@ class TelegramDouble:
             raise LookupError("no webhook is set: the bot polls")
         header = secret if secret is not None else self.webhook_secret
         headers = {} if header is None else {"X-Telegram-Bot-Api-Secret-Token": header}
-        allowed = self._webhook.get("allowed_updates")
+        self._pending = [u for u in self._pending if self._allowed(u)]  # as getUpdates does
         statuses = []
         async with aiohttp.ClientSession() as session:
             for update in list(self._pending):
-                kind = next(key for key in update if key != "update_id")
-                if allowed is not None and kind not in allowed:
-                    continue
                 async with session.post(target, json=update, headers=headers) as response:
                     await response.read()
                     statuses.append(response.status)
@@ -1387,12 +1384,7 @@ class TelegramDouble:
         offset = _int_param(params, "offset", 0)
         limit = min(100, max(1, _int_param(params, "limit", 100)))
         timeout = max(0, _int_param(params, "timeout", 0))
-        allowed = params.get("allowed_updates")
-        if allowed is not None:
-            if not isinstance(allowed, list) or not all(isinstance(kind, str) for kind in allowed):
-                raise _bad_request("can't parse allowed_updates JSON object")
-            # The setting sticks for later calls that leave it out, as on Telegram.
-            self._allowed_updates = frozenset(allowed) if allowed else None
+        self._take_allowed_updates(params)
 
         # An offset confirms every update below it; a negative one keeps only the last -offset.
         if offset > 0:
@@ -1436,6 +1428,7 @@ class TelegramDouble:
         secret = params.get("secret_token")
         if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(secret)):
             raise _bad_request("bad webhook: secret token contains unallowed characters")
+        self._take_allowed_updates(params)
         already = url == self.webhook_url
         if params.get("drop_pending_updates"):
             self._pending.clear()
@@ -1850,6 +1843,15 @@ class TelegramDouble:
         self._pending.append(update)
         self._changed()
         return update_id
+
+    def _take_allowed_updates(self, params: JSONObject) -> None:
+        """getUpdates' and setWebhook's ``allowed_updates``: it sticks for later calls that
+        leave it out, as on Telegram; an empty list means Telegram's default set."""
+        allowed = params.get("allowed_updates")
+        if allowed is not None:
+            if not isinstance(allowed, list) or not all(isinstance(kind, str) for kind in allowed):
+                raise _bad_request("can't parse allowed_updates JSON object")
+            self._allowed_updates = frozenset(allowed) if allowed else None
 
     def _allowed(self, update: JSONObject) -> bool:
         kind = next(key for key in update if key != "update_id")
