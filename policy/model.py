@@ -10,7 +10,7 @@ validated `PolicyFile` into the settings. A bare `Policy()` allows nothing.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -233,9 +233,9 @@ class Policy:
                 roles[user_id] = role
         return cls(
             roles=MappingProxyType(roles),
-            containers=_containers(containers) | extra.containers,
+            containers=_checked_names("containers", containers, names.container_pattern_problem) | extra.containers,
             vms=_vmids(vms) | extra.vms,
-            nodes=_nodes(nodes) | extra.nodes,
+            nodes=_checked_names("nodes", nodes, names.node_name_problem) | extra.nodes,
             read_only=_flag("read_only", read_only) or extra.read_only is True,
             allow_dangerous_ops=_flag("allow_dangerous_ops", allow_dangerous_ops)
             and extra.allow_dangerous_ops is not False,
@@ -263,15 +263,16 @@ def _user_ids(param: str, values: Iterable[object]) -> frozenset[int]:
     return frozenset(ids)
 
 
-def _containers(values: Iterable[object]) -> frozenset[str]:
-    patterns = set()
-    for value in _items("containers", values):
-        problem = names.container_pattern_problem(value)
+def _checked_names(param: str, values: Iterable[object], problem_of: Callable[[object], str | None]) -> frozenset[str]:
+    """Container patterns or node names, each checked by ``problem_of`` (which rejects non-strings)."""
+    found = set()
+    for value in _items(param, values):
+        problem = problem_of(value)
         if problem is not None:
-            raise PolicyError(_SETTING["containers"], problem)
-        assert isinstance(value, str)  # container_pattern_problem rejects non-strings
-        patterns.add(value)
-    return frozenset(patterns)
+            raise PolicyError(_SETTING[param], problem)
+        assert isinstance(value, str)
+        found.add(value)
+    return frozenset(found)
 
 
 def _vmids(values: Iterable[object]) -> frozenset[int]:
@@ -282,17 +283,6 @@ def _vmids(values: Iterable[object]) -> frozenset[int]:
             raise PolicyError(_SETTING["vms"], names.vmid_problem(value))
         vmids.add(vmid)
     return frozenset(vmids)
-
-
-def _nodes(values: Iterable[object]) -> frozenset[str]:
-    nodes = set()
-    for value in _items("nodes", values):
-        problem = names.node_name_problem(value)
-        if problem is not None:
-            raise PolicyError(_SETTING["nodes"], problem)
-        assert isinstance(value, str)  # node_name_problem rejects non-strings
-        nodes.add(value)
-    return frozenset(nodes)
 
 
 def _flag(param: str, value: object) -> bool:
