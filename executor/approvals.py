@@ -4,11 +4,18 @@ An approval moves ``pending → approved → running → done | failed``, or end
 ``cancelled`` or ``expired``. Every move is a compare-and-set (``UPDATE … WHERE state =
 <expected>``) inside a write transaction, so of twenty simultaneous approvals exactly one
 wins the move to ``approved`` and runs the action; an approval never leaves a final state.
+
+The binding: when an approval is made, the executor signs what it is bound to (id, action,
+target, arguments, requester, chat, tier, approvals needed, times, request id) with its
+audit key, and stores ``ed25519:<kid>:<signature>`` in ``binding``. Every load checks the
+signature (``Approval.intact``); a vote on, or a run of, an approval whose stored row no
+longer matches its signature is refused, so someone who can write the database but does
+not hold the audit key cannot change what an approver sees or what runs. Rows from before
+signing (a bare SHA-256, which anyone could recompute) are never intact.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -20,6 +27,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit.canonical import canonical_json
+from audit.signing import SigningKey, signature_holds
 from executor.schema import approval_votes, approvals
 
 PENDING, APPROVED, RUNNING, DONE, FAILED = "pending", "approved", "running", "done", "failed"
@@ -27,10 +35,35 @@ REJECTED, CANCELLED, EXPIRED = "rejected", "cancelled", "expired"
 FINAL = (DONE, FAILED, REJECTED, CANCELLED, EXPIRED)
 
 
-def binding_of(action: str, args: dict[str, Any], requester: str) -> str:
-    """What an approval is bound to: any change to action, arguments or requester breaks it."""
-    text = canonical_json({"action": action, "args": args, "requester": requester})
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+BINDING_PURPOSE = b"wingman-approval-v1\x00"
+# Every column a person or the executor relies on; state, votes and results move later.
+BOUND_COLUMNS = (
+    "id", "action", "target", "args", "requester", "context", "tier", "approvals_needed",
+    "created_at", "expires_at", "request_id",
+)  # fmt: skip
+
+
+def _bound_message(row: dict[str, Any]) -> bytes:
+    """The bytes the binding signs: the stored columns, as stored (times as repr text: no floats)."""
+    document = {k: repr(float(row[k])) if k in ("created_at", "expires_at") else row[k] for k in BOUND_COLUMNS}
+    return BINDING_PURPOSE + canonical_json(document).encode("utf-8")
+
+
+def sign_binding(key: SigningKey, row: dict[str, Any]) -> str:
+    return f"ed25519:{key.kid}:{key.sign(_bound_message(row))}"
+
+
+def binding_holds(key: SigningKey, row: dict[str, Any]) -> bool:
+    """Whether ``row`` (the stored columns) still carries the executor's signature over itself."""
+    scheme, _, rest = str(row.get("binding") or "").partition(":")
+    kid, _, signature = rest.partition(":")
+    if scheme != "ed25519" or kid != key.kid:
+        return False
+    try:
+        message = _bound_message(row)
+    except (KeyError, TypeError, ValueError):
+        return False
+    return signature_holds(key.public, signature, message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +85,7 @@ class Approval:
     result: str | None
     request_id: str
     votes: tuple[str, ...] = ()
-
-    @property
-    def intact(self) -> bool:
-        """The stored request still is the one that was asked for."""
-        return binding_of(self.action, self.args, self.requester) == self.binding
+    intact: bool = False  # the stored row still carries the executor's signature (checked at load)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -90,8 +119,9 @@ class Vote:
 
 
 class Approvals:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, key: SigningKey) -> None:
         self.engine = engine
+        self.key = key  # the executor's audit key: signs and checks each approval's binding
 
     async def create(
         self,
@@ -113,7 +143,6 @@ class Approvals:
             "action": action,
             "target": target,
             "args": canonical_json(args),
-            "binding": binding_of(action, args, requester),
             "requester": requester,
             "context": canonical_json(context),
             "tier": tier,
@@ -123,6 +152,7 @@ class Approvals:
             "expires_at": now + ttl,
             "request_id": request_id,
         }
+        row["binding"] = sign_binding(self.key, row)
         async with self.engine.begin() as conn:
             await conn.execute(insert(approvals).values(**row))
         return await self._require(approval_id)
@@ -152,7 +182,7 @@ class Approvals:
                 .order_by(approval_votes.c.at, approval_votes.c.approver)
             )
         ).scalars()
-        return _approval(row, tuple(voters))
+        return _approval(row, tuple(voters), self.key)
 
     async def pending(self, now: float) -> list[Approval]:
         async with self.engine.connect() as conn:
@@ -175,7 +205,10 @@ class Approvals:
                 return refusal
             assert approval is not None
             if not approval.intact:
-                return Vote(approval, "changed", "the request changed after it was made; it cannot be approved")
+                # Ended here, so that it can never run; the caller audits and tells the chat.
+                reason = "refused: the stored request does not match its signature (changed after it was made); ask again"
+                await _move(conn, approval_id, PENDING, FAILED, now, result=reason)
+                return Vote(await self._load(conn, approval_id), "changed", reason)
             allowed, reason = check(approval)
             if not allowed:
                 return Vote(approval, "refused", reason)
@@ -262,7 +295,7 @@ async def _move(
     return outcome.rowcount == 1
 
 
-def _approval(row: Row[Any], votes: tuple[str, ...]) -> Approval:
+def _approval(row: Row[Any], votes: tuple[str, ...], key: SigningKey) -> Approval:
     m = row._mapping
     return Approval(
         id=m["id"],
@@ -282,4 +315,5 @@ def _approval(row: Row[Any], votes: tuple[str, ...]) -> Approval:
         result=m["result"],
         request_id=m["request_id"],
         votes=votes,
+        intact=binding_holds(key, dict(m)),
     )

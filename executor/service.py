@@ -27,7 +27,7 @@ from executor import actions
 from executor.approvals import APPROVED, CANCELLED, DONE, FAILED, REJECTED, RUNNING, Approval, Approvals, Vote
 from executor.deploy import Deployer
 from executor.docker_driver import DockerActionError, DockerDriver
-from executor.errors import ActionError, Unavailable
+from executor.errors import ActionError, ActionRefused, Unavailable
 from executor.proxmox_driver import ProxmoxDriver
 from executor.metrics import RequestCounter
 from executor.outbox import Outbox
@@ -75,7 +75,7 @@ class Executor:
         self.audit_key = audit_key
         self.trusted_audit_keys = {audit_key.kid: audit_key.public}
         self.export_path = export_path
-        self.approvals = Approvals(engine)
+        self.approvals = Approvals(engine, audit_key)
         self.outbox = Outbox(engine)
         self.replay = ReplayGuard(engine)
         self.clock = clock
@@ -193,6 +193,8 @@ class Executor:
         handler = actions.HANDLERS.get(action)
         progress = self._progress_of(approval) if approval is not None else actions.no_progress
         try:
+            if approval is not None and not approval.intact:
+                raise ActionRefused("refused: the stored request does not match its signature (changed after it was made)")
             if handler is None:
                 raise Unavailable(f"{action} is not available on this executor yet")
             result = await handler(self, actions.Call(user_id=user_id, args=args, approval=approval, progress=progress))
@@ -270,6 +272,8 @@ class Executor:
             return Reply("denied", vote.reason, request_id)
         if vote.outcome == "expired":
             await self._notify_approval("approval.expired", approval)
+        if vote.outcome == "changed":  # tampered with: ended, never run
+            await self._notify_approval("approval.finished", approval, extra={"outcome": {"status": "denied", "reason": vote.reason}})
         if refused:
             status = "conflict" if vote.outcome in ("closed", "expired") else "denied"
             return Reply(status, vote.reason, request_id, {"approval": approval.as_json()})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -125,14 +126,38 @@ async def test_the_expiry_sweep_marks_and_announces(harness: Harness) -> None:
     assert (await harness.executor.approvals.get(approval_id)).state == "expired"
 
 
-async def test_a_changed_parameter_invalidates_the_approval(harness: Harness) -> None:
+EDITS = {
+    "args": ("args", '{"n":50}'),
+    "approvals needed": ("approvals_needed", 1),
+    "requester": ("requester", "tg:4"),
+    "expiry": ("expires_at", 4102444800.0),
+    # An unsigned SHA-256 binding, as rows had before signing: anyone could recompute it.
+    "binding": ("binding", hashlib.sha256(b'{"action":"audit","args":{"n":50},"requester":"tg:2"}').hexdigest()),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+async def test_a_request_edited_in_the_database_does_not_run(
+    make_harness: Any, tmp_path: Path, db_url: str, edit: str
+) -> None:
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    harness = await make_harness(policy=tmp_path / "policy.yaml", allow_dangerous_ops=True, db_url=db_url)
     approval_id = await request(harness, APPROVER, "audit", n=3)
+    column, value = EDITS[edit]
     engine = harness.daemon._engine  # the executor's own database, changed behind its back
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE approvals SET args = :a WHERE id = :i"), {"a": '{"n":50}', "i": approval_id})
+        await conn.execute(text(f"UPDATE approvals SET {column} = :v WHERE id = :i"), {"v": value, "i": approval_id})
     reply = await harness.client().call(ADMIN, "approval.approve", {"id": approval_id})
-    assert reply.status == "denied" and "changed" in reply.reason
+    assert reply.status == "denied" and "does not match its signature" in reply.reason
+    ended = await finished(harness, approval_id)
+    assert ended["approval"]["state"] == "failed" and ended["outcome"]["status"] == "denied"
+    # Not even a second approver, nor a restart, gets it to run.
+    await harness.restart()
+    again = await harness.client().call(APPROVER2, "approval.approve", {"id": approval_id})
+    assert again.status == "conflict"
     assert await executions(harness, "audit") == []
+    refused = [e for e in await harness.executor.audit.tail(20) if e.action == "approval.approve" and e.decision == "refused"]
+    assert refused and "does not match its signature" in str(refused[0].outcome)
 
 
 async def test_reject_and_cancel_end_a_request(harness: Harness) -> None:
