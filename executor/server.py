@@ -208,7 +208,15 @@ def load_policy(settings: ExecutorSettings) -> Policy:
 
 def load_trusted_keys(settings: ExecutorSettings) -> dict[str, Any]:
     trusted: dict[str, Any] = {}
+    seen: dict[str, Path] = {}
     for path in settings.trusted_keys:
+        # The key id is the file stem: two files with one id would leave one key silently unused.
+        if path.stem in seen and seen[path.stem] != path:
+            raise StartupError(
+                f"WINGMAN_TRUSTED_KEYS: {seen[path.stem]} and {path} have the same key id {path.stem!r}; "
+                "rename one (the file stem is the key id) or list only one"
+            )
+        seen[path.stem] = path
         try:
             trusted[path.stem] = load_public_key(path)
         except KeyFileError as exc:

@@ -84,3 +84,14 @@ def test_a_socket_in_a_shared_directory_is_refused_and_the_directory_left_alone(
     assert result.returncode == 2
     assert "is shared with other users; put the socket in a directory of its own" in result.stderr
     assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+
+
+def test_two_trusted_keys_with_one_id_stop_the_daemon_naming_both(tmp_path: Path, socket_dir: Path) -> None:
+    first = generate_key_pair(tmp_path / "old", "bot")[1]
+    second = generate_key_pair(tmp_path / "new", "bot")[1]
+    sock = socket_dir / "x.sock"
+    result = wingman("executor", cwd=tmp_path, WINGMAN_SOCKET=str(sock), WINGMAN_TRUSTED_KEYS=f"{first},{second}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert str(first) in line and str(second) in line and "same key id 'bot'" in line
+    assert not sock.exists()
