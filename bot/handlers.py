@@ -74,7 +74,7 @@ def parse(command: str, text: str | None) -> Parsed:
             raise Usage(f"Usage: {usage}")
         return words
 
-    if command in ("help", "whoami", "pending", "verify", "prune"):
+    if command in ("help", "whoami", "pending", "verify"):
         need(0, f"/{command}")
         return Parsed(command, {})
     if command == "start" and not words:
@@ -82,7 +82,7 @@ def parse(command: str, text: str | None) -> Parsed:
     if command == "status":
         need(0, "/status [name]", 1)
         return Parsed("status", {"target": words[0]} if words else {})
-    if command in ("restart", "start", "stop", "rollback", "remove"):
+    if command in ("restart", "start", "stop", "rollback"):
         need(1, f"/{command} <name>")
         return Parsed(command, {"target": words[0]})
     if command == "logs":
@@ -131,7 +131,7 @@ def _parse_vm(words: list[str]) -> Parsed:
 
 COMMANDS = (
     "help", "whoami", "status", "pending", "logs", "restart", "start", "stop", "deploy", "rollback",
-    "remove", "prune", "audit", "verify", "cancel", "vm",
+    "audit", "verify", "cancel", "vm",
 )  # fmt: skip
 
 

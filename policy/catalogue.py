@@ -1,7 +1,9 @@
 """The closed catalogue of actions Wingman can run, with their default tiers and roles.
 
 This is the whole list: there is no "run this command" action, and a policy file may
-re-tier or restrict these actions but never add one. Names are the chat commands, with
+re-tier or restrict these actions but never add one. An action enters the list only with
+its handler (executor/actions.py): an entry without one would collect approvals for
+something that cannot run (which is why `remove` and `prune` are not here). Names are the chat commands, with
 the `/vm` sub-commands dotted (`vm.start`).
 """
 
@@ -76,8 +78,6 @@ _ENTRIES = (
     _entry("vm.reboot", _ONE, _O, _VM, "/vm reboot <vmid>", "reboot a VM"),
     _entry("vm.snapshot", _ONE, _O, _VM, "/vm snapshot <vmid>", "take a snapshot of a VM"),
     _entry("vm.rollback", _TWO, _O, _VM, "/vm rollback <vmid> <snapshot>", "restore a snapshot"),
-    _entry("remove", _TWO, _O, _CONTAINER, "/remove <name>", "remove a container"),
-    _entry("prune", _TWO, _O, _NONE, "/prune", "delete unused Docker images"),
 )
 
 CATALOGUE: Mapping[str, CatalogueEntry] = MappingProxyType({e.name: e for e in _ENTRIES})

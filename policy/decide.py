@@ -43,8 +43,11 @@ def effective_entry(policy: Policy, action: str) -> CatalogueEntry | None:
     if override is None or override.tier is None:
         return entry
     tier = override.tier
-    # A validated file never re-tiers a mutating action to 0; a hand-built Policy might.
+    # A validated file never re-tiers a mutating action to 0, nor a tier-3 action below 2;
+    # a hand-built Policy might.
     if entry.mutating and tier == Tier.READ:
+        tier = entry.tier
+    if entry.tier == Tier.TWO_APPROVALS and tier < Tier.ONE_APPROVAL:
         tier = entry.tier
     return dataclasses.replace(
         entry,

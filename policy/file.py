@@ -14,7 +14,8 @@ The format, every key optional, nothing else allowed::
     read_only: false
     allow_dangerous_ops: false     # can only turn dangerous operations OFF
     actions:                       # catalogue actions only; the file cannot add one
-      restart: {tier: 2}           # tiers 0..3; an action that changes things cannot be 0
+      restart: {tier: 2}           # tiers 0..3; an action that changes things cannot be 0,
+                                   # and a tier-3 action cannot go below 2
       deploy: {targets: [web]}     # narrows the allowlist for this action
 
 Numbers are plain decimals; quote a container name that looks like a number or a
@@ -241,6 +242,12 @@ class _Reader:
                 if number == 0 and entry.mutating:
                     self.fail(
                         tier_node, f"{action} changes things, so it cannot be tier 0 (a read)"
+                    )
+                if entry.tier == Tier.TWO_APPROVALS and number < Tier.ONE_APPROVAL:
+                    self.fail(
+                        tier_node,
+                        f"{action} is a tier-3 (dangerous) action: a policy file may lower it"
+                        " to tier 2 at most, never to a tier that runs without approval",
                     )
                 tier = Tier(number)
             targets: frozenset[str | int] | None = None

@@ -92,7 +92,7 @@ class ExecutorSettings(_Settings):
     vm_allowlist: UserIds = setting([], "WINGMAN_VM_ALLOWLIST", "Proxmox VMIDs Wingman may touch. Empty: none.", group=ACCESS)
     node_allowlist: CommaList = setting([], "WINGMAN_NODE_ALLOWLIST", "Proxmox nodes Wingman may touch. Empty: none.", group=ACCESS)
     read_only: Flag = setting(False, "WINGMAN_READ_ONLY", "Refuse everything but reads.", group=ACCESS)
-    allow_dangerous_ops: Flag = setting(False, "WINGMAN_ALLOW_DANGEROUS_OPS", "Allow tier 3 actions (VM rollback, remove, prune), each still needing two approvers.", group=ACCESS)
+    allow_dangerous_ops: Flag = setting(False, "WINGMAN_ALLOW_DANGEROUS_OPS", "Allow tier 3 actions (VM rollback), each still needing two approvers.", group=ACCESS)
     deploy_timeout_seconds: int = setting(60, "WINGMAN_DEPLOY_TIMEOUT_SECONDS", "How long a deployed container may take to become healthy before it is rolled back.", group=DOCKER, gt=0, le=3600)
     image_allowlist: CommaList = setting([], "WINGMAN_IMAGE_ALLOWLIST", "Repositories a deploy may switch a container to when it differs from the current one (exact names or prefix* globs); a new tag of the same repository is always allowed.", group=DOCKER, example="ghcr.io/acme/*")
     docker_host: str | None = setting(None, "DOCKER_HOST", "The Docker engine (the Docker SDK's own setting). Default: the local socket.", group=DOCKER, example="unix:///var/run/docker.sock")

@@ -31,6 +31,18 @@ def test_a_policy_file_that_does_not_parse_stops_the_daemon_naming_the_line(tmp_
     assert not (socket_dir / "x.sock").exists()
 
 
+def test_a_policy_file_taking_a_tier_3_action_below_tier_2_stops_the_daemon_naming_the_line(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("roles:\n  admins: [1]\nactions:\n  deploy: {tier: 2}\n  vm.rollback: {tier: 1}\n")
+    result = wingman("executor", cwd=tmp_path, WINGMAN_POLICY=str(policy), WINGMAN_SOCKET=str(socket_dir / "x.sock"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"wingman: {policy}:5: vm.rollback is a tier-3")
+    assert not (socket_dir / "x.sock").exists()
+
+
 @pytest.mark.parametrize(
     ("env", "needle"),
     [

@@ -7,6 +7,7 @@ the smaller tables below pin exact reasons and the order in which the checks run
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from types import MappingProxyType
@@ -48,8 +49,6 @@ DESIGN_TIER = {
     "vm.reboot": 2,
     "vm.snapshot": 2,
     "vm.rollback": 3,
-    "remove": 3,
-    "prune": 3,
 }
 DESIGN_MIN_ROLE = {
     name: Role.VIEWER if tier == 0 else Role.OPERATOR for name, tier in DESIGN_TIER.items()
@@ -116,8 +115,9 @@ def expected(
 
 
 def legal_tiers(action: str) -> list[int | None]:
-    # A mutating action cannot be re-tiered to 0: the file loader refuses it.
-    return [None, *(t for t in range(4) if not (t == 0 and DESIGN_TIER[action] > 0))]
+    # The file loader refuses tier 0 for a mutating action and tiers below 2 for a tier-3 one.
+    lowest = {0: 0, 1: 1, 2: 1, 3: 2}[DESIGN_TIER[action]]
+    return [None, *range(lowest, 4)]
 
 
 Case = tuple[str, Role | None, int | None, bool, bool, str | int | None]
@@ -301,8 +301,8 @@ def test_two_approvals_reason() -> None:
         (3, "restart", "db", None, True, "allowlist"),  # allowlist before read-only
         (3, "vm.start", 555, "pve9", False, "VM 555"),  # vmid before node
         (3, "vm.start", 100, "pve9", True, "node pve9"),  # node before read-only
-        (3, "remove", "db", None, False, "allowlist"),  # allowlist before dangerous ops
-        (3, "remove", "web", None, True, "read-only"),  # read-only before dangerous ops
+        (3, "vm.rollback", 555, None, False, "VM allowlist"),  # allowlist before dangerous ops
+        (3, "vm.rollback", 100, None, True, "read-only"),  # read-only before dangerous ops
     ],
 )
 def test_order_of_checks(
@@ -511,6 +511,20 @@ def test_a_hand_built_policy_cannot_make_a_mutating_action_a_read() -> None:
     assert (decision.verdict, decision.tier) == (NEEDS_APPROVAL, Tier.ONE_APPROVAL)
     viewer = decide(policy, user_id=4, action="deploy", target="web")
     assert viewer.verdict is DENY
+
+
+def test_a_hand_built_policy_cannot_take_a_tier_3_action_below_tier_2() -> None:
+    # The file loader refuses it; decide keeps such an action at tier 3 without it.
+    for tier in (Tier.READ, Tier.IMMEDIATE):
+        policy = dataclasses.replace(
+            with_overrides(vm_rollback=ActionOverride(tier=tier)), allow_dangerous_ops=True
+        )
+        decision = decide(policy, user_id=3, action="vm.rollback", target=100)
+        assert (decision.verdict, decision.tier, decision.approvals_needed) == (
+            NEEDS_APPROVAL,
+            Tier.TWO_APPROVALS,
+            2,
+        )
 
 
 def test_a_hand_built_policy_with_a_bare_star_allows_nothing() -> None:

@@ -61,8 +61,12 @@ def make_policy(
 ) -> Policy:
     entry = CATALOGUE[action]
     override = ActionOverride(
-        # The loader refuses tier 0 for a mutating action, and targets for a targetless one.
-        tier=None if tier == Tier.READ and entry.mutating else tier,
+        # The loader refuses tier 0 for a mutating action, tiers below 2 for a tier-3 one,
+        # and targets for a targetless one.
+        tier=None
+        if (tier == Tier.READ and entry.mutating)
+        or (tier is not None and entry.tier == Tier.TWO_APPROVALS and tier < Tier.ONE_APPROVAL)
+        else tier,
         targets=None if entry.target.value == "none" else restrict,
     )
     return Policy(

@@ -115,7 +115,7 @@ def test_dangerous_actions_are_listed_only_when_allowed() -> None:
     policy = Policy.from_settings(
         operators=[3], containers=["web"], vms=[100], allow_dangerous_ops=True
     )
-    assert {"vm.rollback", "remove", "prune"} <= set(names(policy, 3))
+    assert "vm.rollback" in names(policy, 3)
 
 
 def test_read_only_lists_only_reads() -> None:
