@@ -18,7 +18,7 @@ import contextlib
 import json
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -482,7 +482,11 @@ class AuditStore:
         try:
             async with self._reader_engine.connect() as conn:
                 async with conn.begin():
-                    yield Snapshot(self, conn, await self._read_head(conn))
+                    snapshot = Snapshot(self, conn, await self._read_head(conn))
+                    try:
+                        yield snapshot
+                    finally:
+                        await snapshot.close_streams()
         except (SQLAlchemyError, OSError) as exc:
             raise _unavailable(self.url, exc) from None
 
@@ -504,11 +508,28 @@ class Snapshot:
         self.store = store
         self.head = head
         self._conn = conn
+        self._streams: list[AsyncGenerator[list[Row], None]] = []
 
-    async def batches(
+    def batches(
         self, *, after_seq: int = 0, through_seq: int | None = None, batch: int = STREAM_BATCH
     ) -> AsyncIterator[list[Row]]:
-        """Rows in ``seq`` order, a batch at a time, in constant memory."""
+        """Rows in ``seq`` order, a batch at a time, in constant memory.
+
+        A reader may stop early (verification does at the first broken entry): the stream is
+        then closed with the snapshot, while its connection is still open, rather than by
+        the garbage collector after it was closed.
+        """
+        stream = self._stream(after_seq, through_seq, batch)
+        self._streams.append(stream)
+        return stream
+
+    async def close_streams(self) -> None:
+        """Close the streams still open (their read-ahead awaited), before the view closes."""
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            await stream.aclose()
+
+    async def _stream(self, after_seq: int, through_seq: int | None, batch: int) -> AsyncGenerator[list[Row], None]:
         query = select(*ROW_COLUMNS).where(audit_log.c.seq > after_seq)
         if through_seq is not None:
             query = query.where(audit_log.c.seq <= through_seq)
@@ -548,10 +569,9 @@ class _SqliteSnapshot(Snapshot):
         self.store = store
         self.head = head
         self._db = connection
+        self._streams = []
 
-    async def batches(
-        self, *, after_seq: int = 0, through_seq: int | None = None, batch: int = STREAM_BATCH
-    ) -> AsyncIterator[list[Row]]:
+    async def _stream(self, after_seq: int, through_seq: int | None, batch: int) -> AsyncGenerator[list[Row], None]:
         end = _NO_END if through_seq is None else through_seq
         last = after_seq
         while True:
@@ -610,7 +630,11 @@ async def _sqlite_snapshot(store: AuditStore, path: Path) -> AsyncIterator[Snaps
         return connection, Head(*row)
 
     connection, head = await asyncio.to_thread(open_view)
+    snapshot = _SqliteSnapshot(store, connection, head)
     try:
-        yield _SqliteSnapshot(store, connection, head)
+        yield snapshot
     finally:
-        connection.close()
+        try:
+            await snapshot.close_streams()
+        finally:
+            connection.close()

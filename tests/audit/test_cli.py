@@ -195,3 +195,33 @@ def test_keys_generate_writes_a_pair_and_never_overwrites(tmp_path: Path) -> Non
     one_line_error(wingman("keys", "generate", "--out", "keys", "--kid", "bot-2026", cwd=tmp_path), 2, "already exists")
     assert key.read_bytes() == before
     one_line_error(wingman("keys", "generate", "--out", "keys", "--kid", "../evil", cwd=tmp_path), 2, "not usable")
+
+
+async def _swap(url: str, a: int, b: int) -> None:
+    await execute(url, "UPDATE audit_log SET seq = -1 WHERE seq = :a", a=a)
+    await execute(url, "UPDATE audit_log SET seq = :a WHERE seq = :b", a=a, b=b)
+    await execute(url, "UPDATE audit_log SET seq = :b WHERE seq = -1", b=b)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expected"),
+    [
+        ("UPDATE audit_log SET outcome = 'nothing happened' WHERE seq = 4", "broken at seq 4: entry_hash does not match"),
+        ("DELETE FROM audit_log WHERE seq = 4", "broken at seq 4: "),
+        ("swap 4 5", "broken at seq 4: "),
+    ],
+    ids=["edited", "deleted", "swapped"],
+)
+def test_a_tampered_copy_gets_one_line_and_no_traceback(home: Path, tamper: str, expected: str) -> None:
+    """Verification stops at the first broken entry while the next batch is being read
+    ahead: the reader is closed with the database view, not after it."""
+    url = f"sqlite+aiosqlite:///{home / 'data' / 'wingman.db'}"
+    if tamper.startswith("swap"):
+        asyncio.run(_swap(url, 4, 5))
+    else:
+        asyncio.run(execute(url, tamper))
+    result = wingman("audit", "verify", cwd=home)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stderr == ""
+    [line] = result.stdout.splitlines()
+    assert line.startswith(expected), line
