@@ -45,10 +45,27 @@ def describe_request(action: str, args: dict[str, Any]) -> str:
     if args.get("target") is not None:
         words.append(code(args["target"]))
     extra = {k: v for k, v in args.items() if k != "target"}
-    if "image" in extra:
+    pinned = extra.pop("pinned", None)
+    if isinstance(pinned, dict):
+        # The image the executor bound the request to: what the approver approves.
+        words.append("→ " + pinned_image(pinned))
+        extra.pop("image", None)
+    elif "image" in extra:
         words.append("→ " + code(extra.pop("image")))
     words.extend(f"{esc(k)}={code(v)}" for k, v in sorted(extra.items()))
     return " ".join(words)
+
+
+def short_digest(digest: object) -> str:
+    """``sha256:3f2a…c91b``."""
+    algorithm, _, hexdigits = str(digest).partition(":")
+    return f"{algorithm}:{hexdigits[:4]}…{hexdigits[-4:]}" if len(hexdigits) > 8 else str(digest)
+
+
+def pinned_image(pinned: dict[str, Any]) -> str:
+    """``nginx:1.27 · sha256:3f2a…c91b (local)`` or ``(will be pulled)``, in HTML."""
+    where = "local" if pinned.get("source") == "local" else "will be pulled"
+    return f"{code(str(pinned.get('image')) + ' · ' + short_digest(pinned.get('id')))} ({where})"
 
 
 def approval_text(approval: dict[str, Any], *, progress: dict[str, Any] | None = None, outcome: dict[str, Any] | None = None) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from audit import verify_chain
 from audit.verify import VerifyReport
 from executor.approvals import Approval
-from executor.deploy import Deployer, DeployResult, parse_image_reference
+from executor.deploy import Deployer, DeployResult, ImagePin, parse_image_reference
 from executor.docker_driver import LOG_LINES_DEFAULT, LOG_LINES_MAX, DockerDriver, Progress, format_duration, no_progress
 from executor.errors import ActionRefused, Unavailable
 from executor.proxmox_driver import ProxmoxDriver, VmOutcome, snapshot_name_problem
@@ -182,21 +182,50 @@ def _deployed(result: DeployResult) -> Result:
     )
 
 
+def _pinned(call: Call) -> ImagePin:
+    """The image the request was bound to when it was made (see :func:`pin_image`)."""
+    if "pinned" not in call.args:
+        raise ActionRefused("this request was not bound to an image when it was made; ask again")
+    return ImagePin.from_json(call.args["pinned"])
+
+
 async def deploy(executor: Executor, call: Call) -> Result:
     image = call.args.get("image")
     if not isinstance(image, str):
         raise ActionRefused("name the image, e.g. /deploy web nginx:1.27")
-    result = await _deployer(executor).deploy(
-        _target(call), image, requested_by=call.actor, approved_by=call.approved_by, progress=call.progress
-    )
+    deployer = _deployer(executor)
+    result = await deployer.deploy(
+        _target(call), image, requested_by=call.actor, approved_by=call.approved_by, pin=_pinned(call),
+        progress=call.progress,
+    )  # fmt: skip
     return _deployed(result)
 
 
 async def rollback(executor: Executor, call: Call) -> Result:
-    result = await _deployer(executor).rollback(
-        _target(call), requested_by=call.actor, approved_by=call.approved_by, progress=call.progress
+    deployer = _deployer(executor)
+    result = await deployer.rollback(
+        _target(call), requested_by=call.actor, approved_by=call.approved_by, pin=_pinned(call), progress=call.progress
     )
     return _deployed(result)
+
+
+async def pin_image(executor: Executor, action: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Deploy and rollback: the arguments with the image resolved NOW, as ``pinned``.
+
+    Done when the request is made, before any approver is asked, so that the approval is
+    bound (and its message shows) the image itself, not a name that may move; Refused
+    when the image cannot be resolved. The Docker calls run in the driver's threads.
+    """
+    if action not in ("deploy", "rollback") or executor.deployer is None:
+        return args
+    if action == "deploy":
+        pin = await executor.deployer.pin(args["image"])
+    else:
+        target = args.get("target")
+        if not isinstance(target, str):
+            raise ActionRefused("name the container, e.g. /rollback web")
+        pin = await executor.deployer.pin_rollback(target)
+    return {**args, "pinned": pin.as_json()}
 
 
 # -- Proxmox VE ---------------------------------------------------------------------------
@@ -263,6 +292,8 @@ async def vm_rollback(executor: Executor, call: Call) -> Result:
 
 def check_arguments(action: str, args: dict[str, Any]) -> None:
     """Refuse, before anyone is asked to approve it, what the action would refuse anyway."""
+    if action in ("deploy", "rollback") and "pinned" in args:
+        raise ActionRefused("args.pinned is set by the executor when it resolves the image; leave it out")
     if action == "deploy":
         if not isinstance(args.get("image"), str):
             raise ActionRefused("name the image, e.g. /deploy web nginx:1.27")

@@ -139,6 +139,52 @@ def _repository_of(text: str) -> str | None:
         return None
 
 
+_PIN_ID = re.compile(r"sha256:[0-9a-f]{64}")
+PIN_SOURCES = ("local", "registry")
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePin:
+    """The image a deploy or rollback is bound to, found when it was requested.
+
+    ``source`` is ``local`` (``id`` is the image id on this host) or ``registry`` (``id``
+    is the registry's manifest digest for ``image``, asked through the engine without
+    pulling; the deploy pulls ``repository@digest``). The pin travels in the approval's
+    signed arguments as :meth:`as_json`, so what the approvers saw is what runs.
+    """
+
+    image: str  # as asked for ("nginx:1.27"); a rollback's: the previous image's tag
+    source: str
+    id: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"image": self.image, "source": self.source, "id": self.id}
+
+    @classmethod
+    def from_json(cls, value: object) -> ImagePin:
+        if (
+            not isinstance(value, dict)
+            or set(value) != {"image", "source", "id"}
+            or value["source"] not in PIN_SOURCES
+            or not isinstance(value["id"], str)
+            or not _PIN_ID.fullmatch(value["id"])
+            or not isinstance(value["image"], str)
+        ):
+            raise Refused("the request's resolved image is malformed; ask again")
+        return cls(value["image"], value["source"], value["id"])
+
+    def __str__(self) -> str:
+        return f"{self.image} · {short_digest(self.id)}"
+
+
+def short_digest(digest: str) -> str:
+    """``sha256:3f2a…c91b``: enough to recognise, short enough for a chat line."""
+    algorithm, _, hexdigits = digest.partition(":")
+    if len(hexdigits) <= 8:
+        return digest
+    return f"{algorithm}:{hexdigits[:4]}…{hexdigits[-4:]}"
+
+
 def image_admitted(ref: ImageReference, patterns: Sequence[str]) -> bool:
     """Whether an image allowlist entry admits ``ref``: an exact name, or a ``prefix*`` glob.
 
@@ -378,6 +424,55 @@ class Deployer:
 
     # -- deploy ---------------------------------------------------------------------------------
 
+    # -- pinning: what a request is bound to -------------------------------------------------
+
+    async def pin(self, image: str) -> ImagePin:
+        """Resolve ``image`` now, without pulling: the local image's id, else the registry's digest.
+
+        Refused (one line) when the image is neither here nor known to its registry, or the
+        registry cannot be reached. The registry is asked through the engine
+        (``inspect_distribution``), so the engine's own registry credentials apply.
+        """
+        ref = parse_image_reference(image)
+
+        def work(api: APIClient) -> ImagePin:
+            try:
+                return ImagePin(ref.text, "local", str(api.inspect_image(ref.text)["Id"]))
+            except NotFound:
+                pass
+            try:
+                found = api.inspect_distribution(ref.text)
+            except APIError as exc:
+                why = explain_api_error(exc)
+                head, sep, tail = why.partition(": ")
+                why = head if sep and head == tail else why  # the registry's "manifest unknown: manifest unknown"
+                raise Refused(f"image {ref.text} is not on this host and its registry could not resolve it: {why}") from None
+            digest = (found.get("Descriptor") or {}).get("digest") if isinstance(found, dict) else None
+            if not isinstance(digest, str) or not _PIN_ID.fullmatch(digest):
+                raise Refused(f"image {ref.text} is not on this host and its registry gave no usable digest for it")
+            return ImagePin(ref.text, "registry", digest)
+
+        return await self.driver.run(work)
+
+    async def pin_rollback(self, name: str) -> ImagePin:
+        """The image a rollback of ``name`` would return to, by id; Refused when there is none."""
+        check_container_name(name)
+        old = await self._inspect_service(name)
+        return await self._rollback_target(name, old)
+
+    async def _rollback_target(self, name: str, old: dict[str, Any]) -> ImagePin:
+        record = await self.store.rollback_target(name, str(old["Image"]))
+        if record is None:
+            raise Refused(
+                f"no recorded deploy put {name}'s current image ({short_id(str(old['Image']))}) there,"
+                " so there is no previous image to go back to"
+            )
+        if await self._inspect_image(record.prev_image_id) == {}:
+            raise Refused(f"the previous image {ImageRef(record.prev_image_tag, record.prev_image_id)} is no longer on this host")
+        return ImagePin(record.prev_image_tag, "local", record.prev_image_id)
+
+    # -- deploy ---------------------------------------------------------------------------------
+
     async def deploy(
         self,
         name: str,
@@ -385,17 +480,25 @@ class Deployer:
         *,
         requested_by: str,
         approved_by: str | None = None,
+        pin: ImagePin | None = None,
         progress: Progress = no_progress,
         timeout: float | None = None,
         running_window: float | None = None,
     ) -> DeployResult:
         """Recreate container ``name`` from ``image``; roll back automatically on failure.
 
+        With ``pin`` (what the request was bound to, see :meth:`pin`) the container is
+        created from exactly that image, the image id or ``repository@digest``, whatever
+        the tag names by now; the outcome says when the tag has moved. Without one (direct
+        calls) the reference is resolved now: the local image, else a pull.
+
         Raises Refused (nothing touched), Busy, EngineUnavailable, or DeployFailed (with
         what it rolled back to).
         """
         check_container_name(name)
         ref = parse_image_reference(image)
+        if pin is not None and pin.image != ref.text:
+            raise Refused(f"the request was bound to {pin.image}, not {ref.text}; ask again")
         started = time.monotonic()
         with self.driver.locks.hold(name, f"{requested_by} (deploy)"):
             await emit(progress, "resolving", {"service": name, "image": ref.text})
@@ -406,7 +509,13 @@ class Deployer:
             problem = image_policy_problem(ref, current, self.image_allowlist)
             if problem is not None:
                 raise Refused(problem)
-            new_image = await self._resolve(ref)
+            note = ""
+            if pin is None:
+                new_image = await self._resolve(ref)
+                create_ref = ref.text
+            else:
+                new_image, create_ref = await self._fetch_pinned(ref, pin)
+                note = await self._tag_moved(ref, pin)
             target = ImageRef(ref.text, str(new_image["Id"]))
             if target.id == old["Image"]:
                 raise Refused(f"{name} already runs {target}; there is nothing to deploy")
@@ -415,7 +524,7 @@ class Deployer:
                 old,
                 old_image,
                 target=target,
-                create_ref=ref.text,
+                create_ref=create_ref,
                 action="deploy",
                 requested_by=requested_by,
                 approved_by=approved_by,
@@ -423,6 +532,7 @@ class Deployer:
                 progress=progress,
                 limits=self._limits(timeout, running_window),
                 started=started,
+                note=note,
             )
 
     async def rollback(
@@ -431,26 +541,31 @@ class Deployer:
         *,
         requested_by: str,
         approved_by: str | None = None,
+        pin: ImagePin | None = None,
         progress: Progress = no_progress,
         timeout: float | None = None,
         running_window: float | None = None,
     ) -> DeployResult:
-        """Redeploy the image the last deploy of ``name`` replaced, by image id."""
+        """Redeploy the image the last deploy of ``name`` replaced, by image id.
+
+        With ``pin`` (the target found when the rollback was requested) exactly that image
+        is deployed, even if another deploy has happened since.
+        """
         check_container_name(name)
+        if pin is not None and pin.source != "local":
+            raise Refused("a rollback goes back to an image on this host; ask again")
         started = time.monotonic()
         with self.driver.locks.hold(name, f"{requested_by} (rollback)"):
             await emit(progress, "resolving", {"service": name, "image": "previous"})
             old = await self._inspect_service(name)
             _check_replaceable(name, old)
-            record = await self.store.rollback_target(name, str(old["Image"]))
-            if record is None:
-                raise Refused(
-                    f"no recorded deploy put {name}'s current image ({short_id(str(old['Image']))}) there,"
-                    " so there is no previous image to go back to"
-                )
-            target = ImageRef(record.prev_image_tag, record.prev_image_id)
-            if await self._inspect_image(target.id) == {}:
-                raise Refused(f"the previous image {target} is no longer on this host")
+            if pin is None:
+                pin = await self._rollback_target(name, old)
+            elif await self._inspect_image(pin.id) == {}:
+                raise Refused(f"the approved image {pin} is no longer on this host")
+            target = ImageRef(pin.image, pin.id)
+            if target.id == old["Image"]:
+                raise Refused(f"{name} already runs {target}; there is nothing to roll back to")
             # Create from the tag only while it still names that very image: a moved tag
             # must not matter, and the id is what the new container is checked against.
             tagged = await self._inspect_image(target.tag) if _repository_of(target.tag) else {}
@@ -471,6 +586,61 @@ class Deployer:
                 started=started,
             )
 
+    async def _fetch_pinned(self, ref: ImageReference, pin: ImagePin) -> tuple[dict[str, Any], str]:
+        """The pinned image's inspect (pulled by digest when needed) and the reference to create from."""
+        if pin.source == "local":
+            found = await self._inspect_image(pin.id)
+            if not found:
+                raise Refused(f"the approved image {pin} is no longer on this host; ask again")
+            return found, pin.id
+        by_digest = f"{ref.name}@{pin.id}"
+
+        def work(api: APIClient) -> dict[str, Any]:
+            try:
+                return dict(api.inspect_image(by_digest))
+            except NotFound:
+                pass
+            errors: list[str] = []
+            try:
+                for event in api.pull(by_digest, stream=True, decode=True):
+                    if isinstance(event, dict) and event.get("error"):
+                        errors.append(str(event["error"]))
+            except APIError as exc:
+                errors.append(explain_api_error(exc))
+            try:
+                return dict(api.inspect_image(by_digest))
+            except NotFound:
+                why = " ".join(errors[-1].split())[:300] if errors else "the registry did not provide it"
+                raise Refused(f"the approved image {pin} could not be pulled: {why}") from None
+
+        return await self.driver.run(work), by_digest
+
+    async def _tag_moved(self, ref: ImageReference, pin: ImagePin) -> str:
+        """A note for the outcome when ``ref`` no longer names the pinned image; "" when it does or cannot tell."""
+        if ref.digest:
+            return ""  # a digest reference cannot move
+
+        def work(api: APIClient) -> str | None:
+            if pin.source == "local":
+                try:
+                    return str(api.inspect_image(ref.text)["Id"])
+                except NotFound:
+                    return None
+            try:
+                found = api.inspect_distribution(ref.text)
+            except APIError:
+                return pin.id  # the registry cannot say now: nothing to report
+            return str((found.get("Descriptor") or {}).get("digest") or "")
+
+        try:
+            now = await self.driver.run(work)
+        except DockerActionError:
+            return ""
+        if now == pin.id:
+            return ""
+        where = f"it names {short_digest(now)} now" if now else "it no longer names an image here"
+        return f"; the tag {ref.text} has moved since the request ({where}), the approved {short_digest(pin.id)} ran"
+
     async def _replace(
         self,
         name: str,
@@ -486,6 +656,7 @@ class Deployer:
         progress: Progress,
         limits: tuple[float, float],
         started: float,
+        note: str = "",
     ) -> DeployResult:
         previous = ImageRef(await self._display_tag(name, old, old_image), str(old["Image"]))
         old_id = str(old["Id"])
@@ -537,7 +708,7 @@ class Deployer:
 
         seconds = time.monotonic() - started
         await self._finish_success(record, old_id)
-        outcome = f"{name} now runs {target}, {verdict.reason} after {seconds:.0f} s; it ran {previous}"
+        outcome = f"{name} now runs {target}, {verdict.reason} after {seconds:.0f} s; it ran {previous}{note}"
         try:
             await self.store.finish(record.id, "succeeded", outcome, {"seconds": round(seconds, 3)})
         except Exception:  # the service is fine; recovery will close the record at the next start

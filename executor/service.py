@@ -151,9 +151,12 @@ class Executor:
             return Reply("denied", decision.reason, request_id)
         try:
             actions.check_arguments(request.action, args)
+            # Deploy and rollback are bound to the image itself from here on (approve what you see).
+            args = await actions.pin_image(self, request.action, args)
         except (ActionError, DockerActionError) as exc:
             await self._record(request.actor, request.action, "refused", shown_target, params, exc.reason, request_id)
             return Reply(exc.status, exc.reason, request_id)
+        params = _audit_params(args)
         if decision.verdict is Verdict.NEEDS_APPROVAL:
             await self._write_claim(request_id)
             approval = await self.approvals.create(

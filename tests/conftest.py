@@ -106,4 +106,5 @@ def trusted(audit_key: SigningKey) -> dict[str, object]:
 # Shared fixtures of the whole suite, defined beside what they serve (imported last: those
 # modules use service_missing above).
 from tests.docker.engine import engine, images, resources  # noqa: E402,F401
+from tests.docker.registry import registry  # noqa: E402,F401
 from tests.harness import bot_key, harness, make_harness, socket_dir  # noqa: E402,F401

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from docker.api.client import APIClient
 
+from bot.formatting import approval_text
 from bot.handlers import ApprovalButton
 from tests.bot.conftest import TEAM, World
 from tests.docker.engine import Resources
@@ -58,6 +59,9 @@ async def test_deploy_through_the_chat(docker_world: World, resources: Resources
     message = await world.approval_message(approval_id)
     assert [b["text"] for b in message.buttons] == ["✅ Approve", "🚫 Reject"]
     assert "Needs 1 approver, not the requester" in message.text
+    # The image itself, as the executor bound it: the tag, the short id, and that it is local.
+    hexdigits = images.id("v2").removeprefix("sha256:")
+    assert f"{images.ref('v2')} · sha256:{hexdigits[:4]}…{hexdigits[-4:]} (local)" in message.text
 
     assert await answer_to_tap(world, OPERATOR, approval_id, "approve") == "you cannot approve your own request"
     assert await answer_to_tap(world, APPROVER, approval_id, "approve") == "Approved: running now."
@@ -185,3 +189,12 @@ async def test_a_long_log_arrives_as_a_document(make_world: Any, resources: Reso
     assert reply.file is not None
     lines = reply.file.data.decode().splitlines()
     assert lines[-1] == "line 9999 of the log" and len(lines) >= 500
+
+
+def test_an_approval_shows_the_pinned_image_and_whether_it_will_be_pulled() -> None:
+    digest = "sha256:3f2a" + "0" * 56 + "c91b"
+    args = {"target": "web", "image": "nginx:1.27", "pinned": {"image": "nginx:1.27", "source": "registry", "id": digest}}
+    text = approval_text({"id": "a1", "tier": 2, "action": "deploy", "args": args, "requester": "tg:4", "state": "pending"})
+    assert "<b>deploy</b> <code>web</code> → <code>nginx:1.27 · sha256:3f2a…c91b</code> (will be pulled)" in text
+    local = {**args, "pinned": {**args["pinned"], "source": "local"}}
+    assert "(local)" in approval_text({"id": "a1", "action": "deploy", "args": local, "state": "done"})
