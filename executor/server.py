@@ -35,6 +35,7 @@ from executor.deploy import Deployer
 from executor.deployments import DeploymentStore
 from executor.docker_driver import DockerDriver
 from executor.errors import StartupError
+from executor.lease import Lease, LeaseError
 from executor.metrics import render as render_metrics
 from executor.proxmox_driver import ProxmoxDriver
 from executor.protocol import CONTENT_TYPE, MAX_BODY, PATH, STATUS_HTTP
@@ -240,8 +241,10 @@ class Daemon:
         self._self_check: asyncio.Task[None] | None = None
         self._bound = False  # whether the socket file is ours to remove
         self._started = False
+        self._lease: Lease | None = None
 
     async def start(self) -> None:
+        await self._take_lease()
         settings = self.settings
         policy = load_policy(settings)
         try:
@@ -301,6 +304,13 @@ class Daemon:
         log.info("executor listening on %s", settings.socket_path)
         if not trusted:
             log.warning("WINGMAN_TRUSTED_KEYS is empty: every request will be refused")
+
+    async def _take_lease(self) -> None:
+        """One executor per database: before anything reads or writes it (see executor.lease)."""
+        try:
+            self._lease = await Lease.take(normalize_url(self.settings.database_url))
+        except (AuditError, LeaseError) as exc:
+            raise StartupError(f"WINGMAN_DB_URL: {exc}") from None
 
     async def _recover(self, deployer: Deployer) -> None:
         """Bring back services whose deploy a crash interrupted, before serving anyone."""
@@ -369,6 +379,9 @@ class Daemon:
         if self._bound:
             with contextlib.suppress(OSError):
                 self.settings.socket_path.unlink()
+        if self._lease is not None:  # last: until here this daemon still used the database
+            await self._lease.release()
+            self._lease = None
 
 
 async def serve(settings: ExecutorSettings, *, ready: Callable[[], None] | None = None) -> None:

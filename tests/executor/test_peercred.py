@@ -28,6 +28,7 @@ from executor.errors import StartupError
 from executor.protocol import make_token
 from executor.server import Daemon, serve
 from tests.harness import ADMIN, Harness
+from wingman.settings import ExecutorSettings
 
 MakeHarness = Callable[..., Awaitable[Harness]]
 # None of this needs Docker: keep the daemon's start-up recovery away from the host's engine
@@ -158,8 +159,13 @@ async def test_a_stale_socket_from_a_crash_is_replaced(make_harness: MakeHarness
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
 
 
+def elsewhere(harness: Harness) -> ExecutorSettings:
+    """The harness's settings but another database: past the lease, on to the socket."""
+    return harness.settings.model_copy(update={"db_url": f"sqlite+aiosqlite:///{harness.home / 'other.db'}"})
+
+
 async def test_a_second_daemon_on_a_live_socket_refuses_to_start(harness: Harness) -> None:
-    second = Daemon(harness.settings)
+    second = Daemon(elsewhere(harness))
     try:
         with pytest.raises(StartupError, match="another executor is already serving") as caught:
             await second.start()
@@ -179,7 +185,7 @@ async def test_the_first_daemon_keeps_its_socket_when_a_second_gives_up(harness:
     loop = asyncio.get_running_loop()
     try:
         with pytest.raises(StartupError, match="another executor is already serving"):
-            await serve(harness.settings)
+            await serve(elsewhere(harness))
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

@@ -81,10 +81,14 @@ def test_sigterm_shuts_down_cleanly_with_a_checkpoint(tmp_path: Path, socket_dir
     assert wingman("audit", "verify", cwd=tmp_path).returncode == 0
 
 
-async def test_a_second_daemon_on_a_live_socket_refuses_to_start(harness: Harness) -> None:
+async def test_a_second_daemon_on_the_same_database_refuses_to_start(harness: Harness) -> None:
     second = Harness(harness.home, harness.settings.socket_path.parent, harness.bot_key, {})
-    with pytest.raises(StartupError, match="another executor is already serving"):
-        await second.start()
+    try:
+        with pytest.raises(StartupError, match="^WINGMAN_DB_URL: another executor holds .*wingman.db \\(host .*, pid") as caught:
+            await second.start()
+        assert "\n" not in str(caught.value)
+    finally:
+        await second.stop()  # as serve() does after a failed start: the first keeps its lease and socket
     assert (await harness.client().call(1, "whoami")).status == "done"
 
 
