@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from audit.signing import SigningKey
-from executor.protocol import CONTENT_TYPE, PATH, make_token
+from executor.protocol import CONTENT_TYPE, IDLE_TIMEOUT, MAX_CONNECTIONS_PER_UID, PATH, make_token
 
 URL_BASE = "http://executor"  # the host is ignored on a Unix socket
 
@@ -35,7 +35,11 @@ class ExecutorClient:
         self.socket_path = socket_path
         self._key = key
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=str(socket_path)),
+            # Within the executor's limits: more connections would be closed on arrival, and an
+            # idle one kept as long as the executor's idle timeout could be closed as it is reused.
+            connector=aiohttp.UnixConnector(
+                path=str(socket_path), limit=MAX_CONNECTIONS_PER_UID, keepalive_timeout=IDLE_TIMEOUT / 2
+            ),
             timeout=aiohttp.ClientTimeout(total=timeout),
         )
 

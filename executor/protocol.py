@@ -3,7 +3,12 @@
 Transport
     HTTP/1.1 over the executor's Unix socket (``WINGMAN_SOCKET``). The socket is mode 0660;
     the executor also reads the peer's uid (``SO_PEERCRED``) and drops connections from
-    uids it does not allow before reading a byte.
+    uids it does not allow before reading a byte. Limits, so that no local user can wear
+    the executor down: each uid may hold at most 64 connections at once (more are closed
+    as they arrive); a connection must deliver a complete request header within 5 s of
+    opening or of its previous reply (else it is closed), the body within 10 s of the
+    header (else ``408``), and read its reply (a reply unread for 10 s is cut). A client
+    keeping connections alive should therefore drop idle ones sooner than 5 s.
 
 Request
     ``POST /v1/request`` with ``Content-Type: application/jwt`` and, as the whole body (at
@@ -52,6 +57,7 @@ Response
                              replay, …; ``reason`` says which
     403     ``denied``       policy said no; ``reason`` says why in the operator's words
     404/405 ``bad_request``  no such path / method
+    408     ``bad_request``  the body did not arrive within 10 s of the header
     409     ``conflict``     an approval already decided, expired, or the target is busy
     413     ``bad_request``  the body is over 64 KiB
     415     ``bad_request``  the content type is not ``application/jwt``
@@ -88,6 +94,11 @@ ALGORITHM = "EdDSA"
 MAX_LIFETIME = 60
 LEEWAY = 5
 MAX_BODY = 64 * 1024
+# Connection limits (see "Transport" above); the client keeps idle connections for less
+# than IDLE_TIMEOUT and opens at most MAX_CONNECTIONS_PER_UID.
+IDLE_TIMEOUT = 5.0
+BODY_TIMEOUT = 10.0
+MAX_CONNECTIONS_PER_UID = 64
 REQUIRED_CLAIMS = ("iss", "aud", "iat", "nbf", "exp", "jti", "sub", "req")
 BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 JTI_PATTERN = re.compile(r"[0-9a-f]{32}")

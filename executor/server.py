@@ -3,7 +3,8 @@
 Start-up reads settings, keys and policy (any error stops it with one line and exit 2),
 migrates the database, then binds the socket: its directory mode 0750, the socket 0660
 from the moment it exists (umask), a stale socket from a crash replaced, a live one
-refused. Each connection's peer uid (``SO_PEERCRED``) is checked before a byte is read.
+refused. Each connection's peer uid (``SO_PEERCRED``) is checked before a byte is read, and
+no uid may hold more than its share of connections or hold one idle (``executor.connections``).
 SIGTERM stops accepting, lets running actions finish (bounded), writes a checkpoint and
 closes the database.
 """
@@ -17,7 +18,6 @@ import logging
 import os
 import socket
 import stat
-import struct
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -31,6 +31,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from audit import AuditError, AuditStore, load_public_key, write_checkpoint
 from audit.signing import KeyFileError, load_or_create_signing_key
 from audit.store import make_engine, normalize_url, upgrade_schema
+from executor.connections import RefusalRecord, SocketGate, reserve_open_files
 from executor.deploy import Deployer
 from executor.deployments import DeploymentStore
 from executor.docker_driver import DockerDriver
@@ -38,7 +39,7 @@ from executor.errors import StartupError
 from executor.lease import Lease, LeaseError
 from executor.metrics import render as render_metrics
 from executor.proxmox_driver import ProxmoxDriver
-from executor.protocol import CONTENT_TYPE, MAX_BODY, PATH, STATUS_HTTP
+from executor.protocol import BODY_TIMEOUT, CONTENT_TYPE, IDLE_TIMEOUT, MAX_BODY, PATH, STATUS_HTTP
 from executor.service import Executor, Reply
 from policy import Policy, PolicyError, load_policy_file, vm_visible
 from scheduler import ENV_NAMES, ScheduleConfig, ScheduleConfigError, Scheduler, build_scheduler
@@ -48,6 +49,7 @@ from wingman.settings import ExecutorSettings
 log = logging.getLogger("wingman.executor")
 MIGRATIONS = Path(__file__).parent / "migrations"
 SHUTDOWN_GRACE = 30.0
+BACKLOG = 512  # connections waiting to be accepted; a refused storm must not fill it for the bot
 
 
 # -- the socket ---------------------------------------------------------------------------
@@ -97,39 +99,9 @@ def bind_socket(path: Path) -> socket.socket:
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o660)
-    sock.listen(128)
+    sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
-
-
-def peer_uid(sock: socket.socket) -> int:
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
-
-
-class PeerChecked(asyncio.Protocol):
-    """Stands in for aiohttp's protocol until the peer's uid is known: a connection from a
-    uid not allowed is closed unread; an allowed one is handed to aiohttp's protocol, which
-    then reads it directly."""
-
-    def __init__(self, inner: asyncio.Protocol, allowed: frozenset[int], refused: Callable[[int], None]) -> None:
-        self._inner = inner
-        self._allowed = allowed
-        self._refused = refused
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        sock = transport.get_extra_info("socket")
-        uid = peer_uid(sock) if sock is not None else -1
-        if uid not in self._allowed:
-            transport.abort()
-            self._refused(uid)
-            return
-        transport.set_protocol(self._inner)
-        self._inner.connection_made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        pass  # only a refused connection ends here: an allowed one belongs to aiohttp
 
 
 # -- HTTP ---------------------------------------------------------------------------------
@@ -159,9 +131,19 @@ def build_app(executor: Executor) -> web.Application:
             reply = await audit_bad_request(f"the content type must be {CONTENT_TYPE}")
             return web.json_response(reply.as_json(), status=415)
         try:
-            body = await request.read()  # aiohttp refuses more than MAX_BODY with 413
+            async with asyncio.timeout(BODY_TIMEOUT):  # the header's own timeout ends where this starts
+                body = await request.read()  # aiohttp refuses more than MAX_BODY with 413
         except (RequestPayloadError, HttpProcessingError):
             return reply_response(await audit_bad_request("the body cannot be read (bad encoding or transfer)"))
+        except TimeoutError:
+            reply = await audit_bad_request(f"the body did not arrive within {BODY_TIMEOUT:g} s of the header")
+            response = web.json_response(reply.as_json(), status=408)
+            response.force_close()
+            return response
+        except ConnectionError:
+            # Nobody is left to answer: one line in the log and the audit, no traceback.
+            log.warning("a client closed its connection before sending the whole request body")
+            return reply_response(await audit_bad_request("the client closed the connection in the middle of the body"))
         try:
             token = body.decode("ascii").strip()
         except UnicodeDecodeError:
@@ -232,7 +214,9 @@ class Daemon:
         self.settings = settings
         self.executor: Executor | None = None
         self._runner: web.AppRunner | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._listening: socket.socket | None = None  # until the gate takes it over
+        self.gate: SocketGate | None = None
+        self._refusals: RefusalRecord | None = None
         self._audit: AuditStore | None = None
         self._engine: Any = None
         self.scheduler: Scheduler | None = None
@@ -284,17 +268,28 @@ class Daemon:
             proxmox=proxmox,
         )
         await self.executor.replay.load(time.time())
+        allowed = frozenset({os.getuid(), *settings.allowed_uids})
+        reserve_open_files(allowed)
         sock = bind_socket(settings.socket_path)
+        self._listening = sock
         self._bound = True
         await self._recover(deployer)
-        self._runner = web.AppRunner(build_app(self.executor), handle_signals=False, access_log=None)
+        # aiohttp's keep-alive timer runs from a connection's start and from each reply until
+        # a complete header arrives: it is the header and idle timeout.
+        self._runner = web.AppRunner(
+            build_app(self.executor),
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=IDLE_TIMEOUT,
+            lingering_time=BODY_TIMEOUT,
+        )
         await self._runner.setup()
-        allowed = frozenset({os.getuid(), *settings.allowed_uids})
         http = self._runner.server
         assert http is not None
-        self._server = await asyncio.get_running_loop().create_unix_server(
-            lambda: PeerChecked(http(), allowed, self._refuse_peer), sock=sock
-        )
+        self._refusals = RefusalRecord(self._audit)
+        self.gate = SocketGate(sock, http, allowed, self._refusals)
+        self.gate.start()
+        self._listening = None
         self.scheduler = build_scheduler(self.executor, self._engine, schedule)
         self.scheduler.start()
         if proxmox is not None:
@@ -334,18 +329,12 @@ class Daemon:
             text = heading + "\n" + "\n".join(f"• {line}" for line in lines)
             await self.executor.outbox.add(kind, {"text": text}, now=self.executor.clock())
 
-    def _refuse_peer(self, uid: int) -> None:
-        log.warning("refused a connection from uid %s", uid)
-        if self._audit is not None:
-            task = asyncio.ensure_future(
-                self._audit.append(actor=f"uid:{uid}", action="connect", decision="refused", outcome="uid not allowed")
-            )
-            task.add_done_callback(lambda t: t.exception())
-
     async def stop(self) -> None:
         """Stop accepting, finish running actions (bounded), checkpoint, close."""
-        if self._server is not None:
-            self._server.close()
+        if self.gate is not None:
+            await self.gate.close()
+        if self._listening is not None:
+            self._listening.close()
         if self.scheduler is not None:
             await self.scheduler.shutdown(timeout=SHUTDOWN_GRACE)
         if self.executor is not None:
@@ -356,6 +345,8 @@ class Daemon:
             await self._runner.cleanup()
         if self.executor is not None:
             await self.executor.close()
+        if self._refusals is not None:
+            await self._refusals.close()  # counts still pending belong in the chain too
         if self._audit is not None and self._started:
             try:
                 await self._audit.append(actor="system", action="executor.stop", decision="done")
