@@ -5,6 +5,10 @@ order), and acknowledges it only after Telegram accepted it: nothing is lost acr
 bot restart or Telegram errors. Events about one subject (an approval) edit the message
 that already shows it, which the executor remembers for us. Progress edits are thinned
 to about one a second per message; a final state is always shown.
+
+Whatever goes wrong (the executor refuses the bot's key, is restarting, Telegram is down,
+a bug), the pump backs off (1 s doubling to 60 s), logs one line when the trouble changes
+rather than one per try, and carries on.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiogram import Bot
@@ -19,26 +24,76 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, Teleg
 
 from bot.formatting import approval_text, esc
 from bot.handlers import approval_keyboard, send_text
-from executor.client import ExecutorClient, ExecutorUnreachable
+from executor.client import ExecutorClient, ExecutorUnreachable, OutboxRefused
 
 log = logging.getLogger("wingman.bot")
 
 EDIT_INTERVAL = 1.0
 POLL_WAIT = 25.0
 TRANSIENT = (TelegramRetryAfter, TelegramServerError, TelegramNetworkError)
+FIRST_BACKOFF = 1.0
+MAX_BACKOFF = 60.0
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def backoff(failures: int) -> float:
+    """The pause after ``failures`` polls in a row went wrong: 1, 2, 4, … s, at most 60 s.
+
+    So a trouble that lasts (a wrong bot key costs one refused, audited request per poll)
+    costs at most 7 polls in the first 63 s and then one a minute: at most 15 in ten
+    minutes (README, "Notifications").
+    """
+    return min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** min(failures - 1, 16))
+
+
+def trouble(exc: BaseException) -> tuple[str, str]:
+    """What went wrong, as (a key that stays the same while the trouble does, one line)."""
+    if isinstance(exc, OutboxRefused):
+        line = f"the executor answers {exc.status}: {exc.reason}"
+        if exc.status == "refused":
+            line += (
+                " (is WINGMAN_BOT_KEY's public half among the executor's WINGMAN_TRUSTED_KEYS,"
+                " and are both clocks right?)"
+            )
+        return f"{exc.status}:{exc.reason}", line
+    if isinstance(exc, ExecutorUnreachable):
+        return type(exc).__name__, str(exc)
+    if isinstance(exc, TRANSIENT):
+        return type(exc).__name__, f"Telegram is not taking messages: {' '.join(str(exc).split())[:200]}"
+    return type(exc).__name__, f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def _known(exc: BaseException) -> bool:
+    return isinstance(exc, (OutboxRefused, ExecutorUnreachable, *TRANSIENT))
+
+
+def _level(exc: BaseException) -> int:
+    """Passing troubles warn; one that needs the operator (a refused key, a bug) is an error."""
+    passing = isinstance(exc, (ExecutorUnreachable, *TRANSIENT)) or (isinstance(exc, OutboxRefused) and exc.status == "unavailable")
+    return logging.WARNING if passing else logging.ERROR
 
 
 class NotificationPump:
-    def __init__(self, bot: Bot, client: ExecutorClient, team_chat: int | None) -> None:
+    """Polls, shows, acknowledges; whatever goes wrong, it backs off and tries again.
+
+    ``sleep`` waits out a back-off pause (default: until the pause is over or the pump is
+    stopped); the tests give one that only counts, so minutes of back-off take no time.
+    """
+
+    def __init__(self, bot: Bot, client: ExecutorClient, team_chat: int | None, *, sleep: Sleep | None = None) -> None:
         self.bot = bot
         self.client = client
         self.team_chat = team_chat
         self._last_edit: dict[tuple[int, int], float] = {}
         self._stopping = asyncio.Event()
+        self._sleep = sleep if sleep is not None else self._pause
         self.idle = True  # waiting on the executor, not half-way through showing a batch
+        self.trouble: str | None = None  # what keeps notifications from flowing, in one line
 
     async def run(self) -> None:
         failures = 0
+        state: str | None = None  # the trouble logged last; one line per change, not per try
         while not self._stopping.is_set():
             try:
                 self.idle = True
@@ -46,15 +101,28 @@ class NotificationPump:
                 self.idle = False
                 if events:
                     await self.deliver(events)
-                failures = 0
-            except (ExecutorUnreachable, *TRANSIENT) as exc:
+            except Exception as exc:  # whatever it is, the pump must outlive it
+                self.idle = True
                 failures += 1
-                delay = min(30.0, 0.5 * 2**failures)
-                log.warning("notifications paused for %.1f s: %s", delay, exc)
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
+                delay = backoff(failures)
+                key, self.trouble = trouble(exc)
+                if key != state:
+                    state = key
+                    log.log(
+                        _level(exc), "notifications paused: %s; retrying with back-off up to %.0f s", self.trouble, MAX_BACKOFF,
+                        exc_info=None if _known(exc) else exc,  # a bug's traceback, once
+                    )  # fmt: skip
+                await self._sleep(delay)
+                continue
+            if failures:
+                log.info("notifications flow again (after %d failed tries)", failures)
+                failures, state, self.trouble = 0, None, None
+
+    async def _pause(self, delay: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
 
     def stop(self) -> None:
         self._stopping.set()

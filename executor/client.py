@@ -30,6 +30,16 @@ class ExecutorUnreachable(Exception):
     """The socket is missing or nobody answers on it; ``str()`` says which, in one line."""
 
 
+class OutboxRefused(Exception):
+    """The executor answered an ``outbox.*`` call with something other than ``done`` (a
+    refused token, its database unavailable, …); ``status`` and ``reason`` are its words."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
 class ExecutorClient:
     def __init__(self, socket_path: Path, key: SigningKey, *, timeout: float = 60.0) -> None:
         self.socket_path = socket_path
@@ -73,12 +83,17 @@ class ExecutorClient:
         return await self.send_token(make_token(self._key, user_id=user_id, action=action, args=args, chat=chat))
 
     async def poll(self, *, wait: float = 25.0, limit: int = 100) -> list[dict[str, Any]]:
+        """The notifications waiting; raises ``OutboxRefused`` when the executor says no."""
         reply = await self.call(None, "outbox.poll", {"wait": wait, "limit": limit})
+        if reply.status != "done":
+            raise OutboxRefused(reply.status, reply.reason)
         return list(reply.result.get("notifications", []))
 
     async def ack(self, ids: list[int], posted: list[dict[str, int]] | None = None) -> int:
         """Confirm delivery; ``posted`` lists messages created: {id, chat_id, message_id}."""
         reply = await self.call(None, "outbox.ack", {"ids": ids, "posted": posted or []})
+        if reply.status != "done":
+            raise OutboxRefused(reply.status, reply.reason)
         return int(reply.result.get("acknowledged", 0))
 
     async def close(self) -> None:
