@@ -22,8 +22,9 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, Update
 
 from audit.signing import KeyFileError, SigningKey, load_signing_key
-from bot.handlers import ChatGate, RateLimit, build_router
+from bot.handlers import ChatGate, build_router
 from bot.notifications import NotificationPump
+from bot.ratelimit import RateLimit
 from bot.retry import RetryMiddleware
 from executor.client import ExecutorClient
 from wingman.lifecycle import run_until_signalled
@@ -134,7 +135,8 @@ class BotApp:
         self.dispatcher = Dispatcher()
         self.dispatcher.message.outer_middleware(ChatGate(settings.chat_id))
         self.dispatcher.callback_query.outer_middleware(ChatGate(settings.chat_id))
-        self.dispatcher.message.middleware(RateLimit())
+        self.rate_limit = RateLimit()
+        self.dispatcher.message.middleware(self.rate_limit)
         self.dispatcher.include_router(build_router())
         self.pump = NotificationPump(self.bot, self.client, settings.chat_id)
         self._tasks: list[asyncio.Task[None]] = []

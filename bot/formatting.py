@@ -11,6 +11,8 @@ import html
 from datetime import datetime, timezone
 from typing import Any
 
+from bot.ratelimit import limit_line
+
 TEXT_LIMIT = 4096
 
 STATE_LINES = {
@@ -136,6 +138,7 @@ def _help(result: dict[str, Any]) -> str:
         tier = int(command.get("tier", 0))
         note = " (needs approval)" if tier >= 2 else ""
         lines.append(f"{code(command.get('usage'))} — {esc(command.get('description'))}{note}")
+    lines.append(esc(limit_line()))  # the bot's own rule, not the executor's: it is said here
     return "\n".join(lines)
 
 

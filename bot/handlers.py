@@ -7,8 +7,6 @@ Who may do what, and whether a tap counts, is the executor's word.
 from __future__ import annotations
 
 import logging
-import time
-from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -149,31 +147,6 @@ class ChatGate(BaseMiddleware):
         chat = getattr(message, "chat", None)
         if chat is None or not (chat.type == "private" or chat.id == self.team_chat):
             return None
-        return await handler(event, data)
-
-
-class RateLimit(BaseMiddleware):
-    """At most ``limit`` commands a minute per user; past that one polite line, then silence."""
-
-    def __init__(self, limit: int = 20, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit = limit
-        self.window = window
-        self.clock = clock
-        self._seen: dict[int, deque[float]] = defaultdict(deque)
-        self._warned: dict[int, float] = {}
-
-    async def __call__(self, handler: Callable[[Message, dict[str, Any]], Awaitable[Any]], event: Message, data: dict[str, Any]) -> Any:  # type: ignore[override]
-        user = event.from_user.id if event.from_user else 0
-        now = self.clock()
-        seen = self._seen[user]
-        while seen and seen[0] <= now - self.window:
-            seen.popleft()
-        if len(seen) >= self.limit:
-            if self._warned.get(user, -1e9) <= now - self.window:
-                self._warned[user] = now
-                await event.reply(f"Slow down, please: at most {self.limit} commands a minute.")
-            return None
-        seen.append(now)
         return await handler(event, data)
 
 
