@@ -10,6 +10,7 @@ needs root, as in test_peercred.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -250,6 +251,33 @@ async def test_idle_and_slow_connections_from_one_uid_cannot_starve_the_bot(
     assert sum(e.params["count"] for e in over) <= slow_headers + slow_bodies + idle - MAX_CONNECTIONS_PER_UID
     timeouts = [e for e in await entries_of(harness, "unverified") if e.outcome and "did not arrive" in e.outcome]
     assert len(timeouts) == slow_bodies
+
+
+async def test_a_client_that_stops_reading_its_replies_is_cut(make_harness: MakeHarness) -> None:
+    harness = await make_harness(docker_host=NO_DOCKER)
+    path = str(harness.settings.socket_path)
+    asked = 20_000  # pipelined: far more replies than the socket's buffers hold
+
+    def pipeline_without_reading() -> int:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(120)
+            sock.connect(path)
+            with contextlib.suppress(OSError):  # the executor lets go while we are still sending
+                sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: executor\r\n\r\n" * asked)
+            received = b""
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(1 << 16):
+                    received += chunk
+            return received.count(b"HTTP/1.1 200 ")
+
+    answered = await asyncio.to_thread(pipeline_without_reading)
+    assert 0 < answered < asked  # cut once its replies went unread, not served to the end
+    daemon = harness.daemon
+    assert daemon is not None and daemon.gate is not None
+    gate = daemon.gate
+    await eventually(lambda: gate.open[os.getuid()] == 0, "the connection let go")
+    reply = await harness.client().call(ADMIN, "whoami")
+    assert (reply.http_status, reply.status) == (200, "done")
 
 
 # -- what the log says ----------------------------------------------------------------------------
