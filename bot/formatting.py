@@ -21,6 +21,7 @@ STATE_LINES = {
     "running": "⚙️ running",
     "done": "✅ done",
     "failed": "❌ failed",
+    "refused": "⛔ not run: the policy no longer allows it",
     "rejected": "🚫 rejected",
     "cancelled": "↩️ cancelled by the requester",
     "expired": "⌛ expired: nobody approved it in time",
@@ -93,7 +94,7 @@ def approval_text(approval: dict[str, Any], *, progress: dict[str, Any] | None =
         lines.append(progress_line(progress))
     if outcome is not None:
         lines.append(outcome_text(outcome))
-    elif approval.get("result") and state in ("done", "failed"):
+    elif approval.get("result") and state in ("done", "failed", "refused"):
         lines.append(esc(approval["result"]))
     return "\n".join(lines)
 

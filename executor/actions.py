@@ -2,8 +2,9 @@
 
 Each handler takes the executor and a ``Call`` (who, the verified arguments, the approval
 it runs under) and returns a ``Result``: a one-line summary for the chat and structured
-data for the client to format. Policy has already allowed the call; handlers still check
-their own arguments. Actions of the catalogue without a handler here answer that they are
+data for the client to format. Policy has already allowed the call; each handler that
+reaches Docker or Proxmox decides it again right before calling the driver (``_guard``),
+and handlers still check their own arguments. Actions of the catalogue without a handler here answer that they are
 not available yet.
 """
 
@@ -20,7 +21,7 @@ from executor.deploy import Deployer, DeployResult, ImagePin, parse_image_refere
 from executor.docker_driver import LOG_LINES_DEFAULT, LOG_LINES_MAX, DockerDriver, Progress, format_duration, no_progress
 from executor.errors import ActionRefused, Unavailable
 from executor.proxmox_driver import ProxmoxDriver, VmOutcome, snapshot_name_problem
-from policy import allowed_actions, container_visible, vm_visible
+from policy import Verdict, allowed_actions, container_visible, decide, vm_visible
 
 if TYPE_CHECKING:
     from executor.service import Executor
@@ -111,6 +112,17 @@ async def verify(executor: Executor, call: Call) -> Result:
 # -- Docker -------------------------------------------------------------------------------
 
 
+def _guard(executor: Executor, call: Call, action: str) -> None:
+    """Decide the call again right before a driver is called, under the policy held now.
+
+    The request was decided when it came in (and an approved one again when it started);
+    this keeps every path to Docker or Proxmox behind the same check, whoever calls it.
+    """
+    decision = decide(executor.policy, user_id=call.user_id, action=action, target=call.args.get("target"))
+    if decision.verdict is Verdict.DENY:
+        raise ActionRefused(decision.reason)
+
+
 def _docker(executor: Executor) -> DockerDriver:
     if executor.docker is None:
         raise Unavailable("Docker is not configured on this executor")
@@ -131,6 +143,7 @@ def _target(call: Call) -> str:
 
 
 async def status(executor: Executor, call: Call) -> Result:
+    _guard(executor, call, "status")
     target = call.args.get("target")
     if target is not None and not isinstance(target, str):
         raise ActionRefused("name the container, e.g. /status web")
@@ -147,6 +160,7 @@ async def status(executor: Executor, call: Call) -> Result:
 
 
 async def logs(executor: Executor, call: Call) -> Result:
+    _guard(executor, call, "logs")
     lines = _count(call.args.get("lines"), LOG_LINES_DEFAULT, 10**6, "lines")
     found = await _docker(executor).logs(_target(call), min(lines, LOG_LINES_MAX))
     capped = found.capped or lines > LOG_LINES_MAX
@@ -155,16 +169,19 @@ async def logs(executor: Executor, call: Call) -> Result:
 
 
 async def restart(executor: Executor, call: Call) -> Result:
+    _guard(executor, call, "restart")
     outcome = await _docker(executor).restart(_target(call), actor=call.actor, progress=call.progress)
     return Result(outcome.summary, {"changed": outcome.changed, "status": outcome.status.summary()})
 
 
 async def start(executor: Executor, call: Call) -> Result:
+    _guard(executor, call, "start")
     outcome = await _docker(executor).start(_target(call), actor=call.actor, progress=call.progress)
     return Result(outcome.summary, {"changed": outcome.changed, "status": outcome.status.summary()})
 
 
 async def stop(executor: Executor, call: Call) -> Result:
+    _guard(executor, call, "stop")
     outcome = await _docker(executor).stop(_target(call), actor=call.actor, progress=call.progress)
     return Result(outcome.summary, {"changed": outcome.changed, "status": outcome.status.summary()})
 
@@ -190,6 +207,7 @@ def _pinned(call: Call) -> ImagePin:
 
 
 async def deploy(executor: Executor, call: Call) -> Result:
+    _guard(executor, call, "deploy")
     image = call.args.get("image")
     if not isinstance(image, str):
         raise ActionRefused("name the image, e.g. /deploy web nginx:1.27")
@@ -202,6 +220,7 @@ async def deploy(executor: Executor, call: Call) -> Result:
 
 
 async def rollback(executor: Executor, call: Call) -> Result:
+    _guard(executor, call, "rollback")
     deployer = _deployer(executor)
     result = await deployer.rollback(
         _target(call), requested_by=call.actor, approved_by=call.approved_by, pin=_pinned(call), progress=call.progress
@@ -255,24 +274,29 @@ def _vm_result(outcome: VmOutcome) -> Result:
 
 
 async def vm_status(executor: Executor, call: Call) -> Result:
+    _guard(executor, call, "vm.status")
     target = call.args.get("target")
     found = await _proxmox(executor).status(_vm_visible(executor), None if target is None else _vmid(call))
     return Result(f"{len(found)} VMs", {"vms": [{**vm.as_json(), "summary": vm.summary()} for vm in found]})
 
 
 async def vm_start(executor: Executor, call: Call) -> Result:
+    _guard(executor, call, "vm.start")
     return _vm_result(await _proxmox(executor).start(_vmid(call), _vm_visible(executor), actor=call.actor, progress=call.progress))
 
 
 async def vm_shutdown(executor: Executor, call: Call) -> Result:
+    _guard(executor, call, "vm.shutdown")
     return _vm_result(await _proxmox(executor).shutdown(_vmid(call), _vm_visible(executor), actor=call.actor, progress=call.progress))
 
 
 async def vm_reboot(executor: Executor, call: Call) -> Result:
+    _guard(executor, call, "vm.reboot")
     return _vm_result(await _proxmox(executor).reboot(_vmid(call), _vm_visible(executor), actor=call.actor, progress=call.progress))
 
 
 async def vm_snapshot(executor: Executor, call: Call) -> Result:
+    _guard(executor, call, "vm.snapshot")
     name = call.args.get("name")
     outcome = await _proxmox(executor).snapshot(
         _vmid(call), _vm_visible(executor), name, actor=call.actor, progress=call.progress
@@ -281,6 +305,7 @@ async def vm_snapshot(executor: Executor, call: Call) -> Result:
 
 
 async def vm_rollback(executor: Executor, call: Call) -> Result:
+    _guard(executor, call, "vm.rollback")
     snapshot = call.args.get("snapshot")
     if not isinstance(snapshot, str):
         raise ActionRefused("name the snapshot, e.g. /vm rollback 101 before-upgrade")

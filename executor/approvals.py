@@ -1,7 +1,8 @@
 """Pending approvals, stored in the database, bound to exact parameters, run exactly once.
 
-An approval moves ``pending → approved → running → done | failed``, or ends ``rejected``,
-``cancelled`` or ``expired``. Every move is a compare-and-set (``UPDATE … WHERE state =
+An approval moves ``pending → approved → running → done | failed | refused`` (refused: the
+policy no longer allowed it when it was to run), or ends ``rejected``, ``cancelled`` or
+``expired``. Every move is a compare-and-set (``UPDATE … WHERE state =
 <expected>``) inside a write transaction, so of twenty simultaneous approvals exactly one
 wins the move to ``approved`` and runs the action; an approval never leaves a final state.
 
@@ -32,7 +33,8 @@ from executor.schema import approval_votes, approvals
 
 PENDING, APPROVED, RUNNING, DONE, FAILED = "pending", "approved", "running", "done", "failed"
 REJECTED, CANCELLED, EXPIRED = "rejected", "cancelled", "expired"
-FINAL = (DONE, FAILED, REJECTED, CANCELLED, EXPIRED)
+REFUSED = "refused"  # approved, but policy no longer allowed it when it was to run
+FINAL = (DONE, FAILED, REFUSED, REJECTED, CANCELLED, EXPIRED)
 
 
 BINDING_PURPOSE = b"wingman-approval-v1\x00"
@@ -195,6 +197,18 @@ class Approvals:
             ).scalars().all()
             return [a for a in [await self._load(conn, i) for i in ids] if a is not None]
 
+    async def unfinished(self) -> list[Approval]:
+        """Approvals approved or running, oldest first: at start-up, none of them is running."""
+        async with self.engine.connect() as conn:
+            ids = (
+                await conn.execute(
+                    select(approvals.c.id)
+                    .where(approvals.c.state.in_((APPROVED, RUNNING)))
+                    .order_by(approvals.c.created_at)
+                )
+            ).scalars().all()
+            return [a for a in [await self._load(conn, i) for i in ids] if a is not None]
+
     async def vote(
         self, approval_id: str, approver: str, now: float, check: Callable[[Approval], tuple[bool, str]]
     ) -> Vote:
@@ -250,6 +264,9 @@ class Approvals:
         if approval.state == EXPIRED or (approval.state == PENDING and approval.expires_at <= now):
             if approval.state == PENDING:
                 await _move(conn, approval_id, PENDING, EXPIRED, now)
+                # As it is now: the expiry notice must carry "expired", or the chat message
+                # keeps its buttons (the same text again is no edit at all to Telegram).
+                approval = await self._load(conn, approval_id) or approval
             return approval, Vote(approval, EXPIRED, "this request has expired")
         if approval.state != PENDING:
             return approval, Vote(approval, "closed", f"this request was already decided ({approval.state})")

@@ -30,7 +30,7 @@ approvals = Table(
     Column("context", Text, nullable=False),  # canonical JSON: chat id, message to edit…
     Column("tier", Integer, nullable=False),
     Column("approvals_needed", Integer, nullable=False),
-    # pending → approved → running → done | failed; or pending → rejected | cancelled | expired
+    # pending → approved → running → done | failed | refused; or pending → rejected | cancelled | expired
     Column("state", Text, nullable=False, index=True),
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),

@@ -274,6 +274,7 @@ class Daemon:
         self._listening = sock
         self._bound = True
         await self._recover(deployer)
+        await self._resume_approvals()
         # aiohttp's keep-alive timer runs from a connection's start and from each reply until
         # a complete header arrives: it is the header and idle timeout.
         self._runner = web.AppRunner(
@@ -311,6 +312,12 @@ class Daemon:
         """Bring back services whose deploy a crash interrupted, before serving anyone."""
         lines = await deployer.recover()
         await self._report_at_start(lines, "recovery", "deploy.recover", "done", "Recovered after a restart:")
+
+    async def _resume_approvals(self) -> None:
+        """Approvals the last run left approved or running: start or end each (after recovery)."""
+        assert self.executor is not None
+        lines = await self.executor.resume_approvals()
+        await self._report_at_start(lines, "approvals.resume", "approval.resume", "done", "Requests left by the last run:")
 
     async def _proxmox_self_check(self, proxmox: ProxmoxDriver) -> None:
         """Say once, at start, what the Proxmox token cannot do for the allowlisted VMs."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from docker.errors import APIError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,18 +25,19 @@ from audit import AuditError, AuditStore
 from audit.canonical import CanonicalError, canonical_json
 from audit.signing import SigningKey
 from executor import actions
-from executor.approvals import APPROVED, CANCELLED, DONE, FAILED, REJECTED, RUNNING, Approval, Approvals, Vote
+from executor.approvals import APPROVED, CANCELLED, DONE, FAILED, REFUSED, REJECTED, RUNNING, Approval, Approvals, Vote
 from executor.deploy import Deployer
-from executor.docker_driver import DockerActionError, DockerDriver
+from executor.docker_driver import DockerActionError, DockerDriver, explain_api_error
 from executor.errors import ActionError, ActionRefused, Unavailable
 from executor.proxmox_driver import ProxmoxDriver
 from executor.metrics import RequestCounter
 from executor.outbox import Outbox
 from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier
 from executor.replay import Claim, ReplayGuard
-from policy import Policy, Role, Verdict, decide, may_approve
+from policy import Policy, Role, Verdict, decide, may_approve, run_time_refusal
 
 log = logging.getLogger("wingman.executor")
+END_ATTEMPTS = 8  # ending an approved request is retried about 2 minutes while the database fails
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,24 +290,118 @@ class Executor:
             return Reply("done", f"request {vote.outcome}", request_id, {"approval": approval.as_json()})
         # This vote completed the approval: run it, once, in the background.
         await self._notify_approval("approval.decided", approval)
+        self._start_approved(approval)
+        return Reply("done", "approved; running now", request_id, {"approval": approval.as_json()})
+
+    def _start_approved(self, approval: Approval) -> None:
         task = asyncio.create_task(self._execute_approved(approval), name=f"approval-{approval.id}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
-        return Reply("done", "approved; running now", request_id, {"approval": approval.as_json()})
 
     async def _execute_approved(self, approval: Approval) -> None:
+        """Run an approved request and end it in a final state, whatever happens on the way.
+
+        It is decided again first, under the policy this executor holds now: the one it
+        loaded at its last start, so a restart with a narrower policy file or settings
+        refuses what it no longer allows. Any exception (the database, the Docker engine,
+        a bug) ends it ``failed``; either way the outcome is audited and the approval
+        message edited.
+        """
         if not await self.approvals.move(approval.id, APPROVED, RUNNING, self.clock()):
             return  # somebody else runs it (cannot happen: only the CAS winner gets here)
         params = {**_audit_params(approval.args), "approval": approval.id, "approved_by": approval.decided_by}
-        reply = await self._run(
-            approval.requester, approval.action, approval.args, approval.request_id, approval.target, params,
-            _user_of(approval.requester), approval,
-        )  # fmt: skip
-        final = DONE if reply.status == "done" else FAILED
-        await self.approvals.move(approval.id, RUNNING, final, self.clock(), result=reply.reason)
-        finished = await self.approvals.get(approval.id)
-        if finished is not None:
-            await self._notify_approval("approval.finished", finished, extra={"outcome": reply.as_json()})
+        audit: str | None = None  # the outcome's audit decision, when _run has not written it
+        try:
+            refusal = self._run_time_refusal(approval)
+            if refusal is not None:
+                reply, final, audit = Reply("denied", f"refused at run time: {refusal}", approval.request_id), REFUSED, "refused"
+            else:
+                reply = await self._run(
+                    approval.requester, approval.action, approval.args, approval.request_id, approval.target, params,
+                    _user_of(approval.requester), approval,
+                )  # fmt: skip
+                final = DONE if reply.status == "done" else FAILED
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the request must still end
+            log.error("approved request %s (%s) failed unexpectedly", approval.id, approval.action, exc_info=exc)
+            reply, final, audit = Reply("failed", f"failed: {_unexpected(exc)}", approval.request_id), FAILED, "failed"
+        await self._end_approval(approval, final, reply, audit, params)
+
+    def _run_time_refusal(self, approval: Approval) -> str | None:
+        return run_time_refusal(
+            self.policy,
+            requester_id=_user_of(approval.requester),
+            action=approval.action,
+            target=approval.args.get("target"),
+            approved_by=frozenset(_user_of(v) for v in approval.votes),
+        )
+
+    async def _end_approval(
+        self, approval: Approval, final: str, reply: Reply, audit: str | None, params: dict[str, Any]
+    ) -> None:
+        """Audit (unless already done), move to ``final`` and tell the chat; retried while the
+        database fails. An approval still left ``running`` is ended at the next start."""
+        for attempt in range(END_ATTEMPTS):
+            try:
+                if audit is not None:
+                    await self._record(approval.requester, approval.action, audit, approval.target, params, reply.reason, approval.request_id)
+                    audit = None
+                await self.approvals.move(approval.id, RUNNING, final, self.clock(), result=reply.reason)
+                finished = await self.approvals.get(approval.id)
+                await self._notify_approval(
+                    "approval.finished", finished or approval, extra={"outcome": reply.as_json()},
+                    state=None if finished is not None else final,
+                )  # fmt: skip
+                return
+            except Exception as exc:  # noqa: BLE001 - the database, most likely: wait and try again
+                log.error("request %s: could not record its end (%s); trying again", approval.id, _unexpected(exc))
+                await asyncio.sleep(min(2.0**attempt, 30.0))
+        log.error("request %s could not be ended; the executor's next start ends it", approval.id)
+
+    async def resume_approvals(self) -> list[str]:
+        """At start-up, after deploy recovery: resolve approvals a stop left approved or running.
+
+        Nothing runs yet, so each one found was left by the previous run. One approved but
+        not started is started now (decided again first, as always); one interrupted while
+        running is ended with what recovery found. Returns one line per approval.
+        """
+        lines: list[str] = []
+        for approval in await self.approvals.unfinished():
+            what = f"request {approval.id} ({approval.action} {approval.target or ''})".replace(" )", ")")
+            if approval.state == APPROVED:
+                lines.append(f"{what} was approved but had not started: starting it now")
+                self._start_approved(approval)
+                continue
+            reply = await self._interrupted_outcome(approval)
+            params = {**_audit_params(approval.args), "approval": approval.id, "approved_by": approval.decided_by}
+            final = DONE if reply.status == "done" else FAILED
+            await self._end_approval(approval, final, reply, "executed" if final == DONE else "failed", params)
+            lines.append(f"{what} was interrupted: {reply.reason}")
+        return lines
+
+    async def _interrupted_outcome(self, approval: Approval) -> Reply:
+        """How a request interrupted by a stop ended, as far as this executor can tell."""
+        target = approval.target or ""
+        if approval.action in ("deploy", "rollback") and self.deployer is not None:
+            since = (approval.decided_at or approval.created_at) - 1.0
+            found = next(
+                (
+                    d for d in await self.deployer.store.history(target)
+                    if d.action == approval.action and d.requested_by == approval.requester and d.started_at >= since
+                ),
+                None,
+            )  # fmt: skip
+            if found is None:
+                return Reply("failed", f"interrupted by an executor restart before it changed anything; {target} is as it was", approval.request_id)
+            if not found.finished:
+                return Reply("failed", f"interrupted by an executor restart; recovery could not finish {approval.action} {found.id}: look at {target} by hand", approval.request_id)
+            if found.state == "succeeded":
+                return Reply("done", f"completed across an executor restart: {found.outcome}", approval.request_id)
+            return Reply("failed", f"interrupted by an executor restart: {found.outcome}", approval.request_id)
+        return Reply(
+            "failed",
+            f"interrupted by an executor restart; whether {approval.action} took effect is unknown: check {target or 'it'} with /status",
+            approval.request_id,
+        )
 
     async def _notify_approval(
         self, kind: str, approval: Approval, extra: dict[str, Any] | None = None, *, state: str | None = None
@@ -356,6 +452,15 @@ class Executor:
 
     async def close(self) -> None:
         self.outbox.wake()
+
+
+def _unexpected(exc: BaseException) -> str:
+    """One line for the chat about an exception nobody planned for (the log has the rest)."""
+    if isinstance(exc, (SQLAlchemyError, AuditError)):
+        return f"the executor's database failed while it ran ({type(exc).__name__}); see the executor's log"
+    if isinstance(exc, APIError):
+        return f"the Docker engine refused it: {explain_api_error(exc)}"
+    return f"an unexpected error stopped it ({type(exc).__name__}); see the executor's log"
 
 
 def _number(value: object) -> bool:

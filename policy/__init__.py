@@ -13,6 +13,7 @@ from policy.decide import (
     decide,
     effective_entry,
     may_approve,
+    run_time_refusal,
     vm_visible,
 )
 from policy.file import load_policy_file
@@ -49,5 +50,6 @@ __all__ = [
     "effective_entry",
     "load_policy_file",
     "may_approve",
+    "run_time_refusal",
     "vm_visible",
 ]

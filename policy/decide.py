@@ -16,6 +16,9 @@
 
 The executor should pass the VM's node whenever it knows it; without a node only the
 vmid is checked.
+
+`run_time_refusal` decides an approved request again, just before it runs, under the
+policy the executor holds then (which may be narrower than when it was approved).
 """
 
 from __future__ import annotations
@@ -195,6 +198,39 @@ def may_approve(
     if approver_id in already_approved_by:
         return ApprovalCheck(False, "you already approved this", role)
     return ApprovalCheck(True, "approval counted", role)
+
+
+def run_time_refusal(
+    policy: Policy,
+    *,
+    requester_id: int,
+    action: str,
+    target: str | int | None,
+    approved_by: frozenset[int],
+) -> str | None:
+    """Why an approved request may no longer run under `policy`, or None when it still may.
+
+    The request is decided again as when it was made (role, target and allowlists, modes,
+    dangerous operations), each approver must still be one who may approve it, and the
+    votes must still be as many as the action's tier now asks for. Reasons speak of the
+    requester, not "you": they are shown in the team chat.
+    """
+    decision = decide(policy, user_id=requester_id, action=action, target=target)
+    if decision.verdict is Verdict.DENY:
+        if decision.role is None:
+            return f"the requester tg:{requester_id} no longer has a role"
+        return decision.reason.replace("; you are ", "; the requester is ")
+    for approver in sorted(approved_by):
+        check = may_approve(
+            policy, approver_id=approver, requester_id=requester_id, already_approved_by=frozenset()
+        )
+        if not check.allowed:
+            return f"tg:{approver} may no longer approve it"
+    if decision.approvals_needed > len(approved_by):
+        return (
+            f"{action} now needs {decision.approvals_needed} approvals; it has {len(approved_by)}"
+        )
+    return None
 
 
 def container_visible(policy: Policy, name: str) -> bool:

@@ -123,6 +123,22 @@ async def test_reject_and_expiry_edit_the_message(docker_world: World, resources
     assert expired.buttons == []
 
 
+async def test_a_tap_after_the_ttl_shows_the_message_expired_without_buttons(make_world: Any) -> None:
+    """The approver who taps late is told so, and the chat message itself says expired:
+    the notice carries the approval as it is after the move, not as it was loaded."""
+    world = await make_world()
+    approval_id = await request_approval(world, OPERATOR, "/stop web")
+    waiting = await world.approval_message(approval_id)
+    assert waiting.buttons
+    world.harness.executor.clock = lambda: time.time() + world.harness.settings.approval_ttl_seconds + 1
+    assert await answer_to_tap(world, APPROVER, approval_id, "approve") == "this request has expired"
+    expired = await final_text(world, approval_id, "⌛ expired")
+    assert expired.buttons == [] and expired.message_id == waiting.message_id
+    # The minute's sweep finds nothing left to do, and the state stays expired.
+    assert await world.harness.executor.expire_due() == []
+    assert (await world.harness.executor.approvals.get(approval_id)).state == "expired"
+
+
 async def test_a_tap_on_a_message_from_before_a_bot_restart_still_works(docker_world: World, resources: Resources, images: BuiltImages, engine: APIClient) -> None:
     world = docker_world
     approval_id = await request_approval(world, OPERATOR, f"/deploy {resources.name('web')} {images.ref('v2')}")
