@@ -84,9 +84,9 @@ async def test_an_unchanged_policy_after_a_restart_still_runs_it(
 async def test_a_database_fault_in_the_middle_of_an_approved_request_still_ends_it(
     harness: Harness, resources: Resources, images: BuiltImages, engine: APIClient
 ) -> None:
-    """A real fault on a real path: /rollback reads the deploy history, whose table is gone."""
+    """A real fault on a real path: the deploy reads the deploy history, whose table is gone."""
     web = resources.container(images.ref("v1"), "web")
-    approval_id = await request(harness, "rollback", {"target": resources.name("web")})
+    approval_id = await request(harness, "deploy", {"target": resources.name("web"), "image": images.ref("v2")})
     async with harness.executor.approvals.engine.begin() as conn:
         await conn.execute(text("ALTER TABLE deployments RENAME TO deployments_gone"))
 
@@ -97,7 +97,8 @@ async def test_a_database_fault_in_the_middle_of_an_approved_request_still_ends_
     assert "the executor's database failed while it ran" in outcome["outcome"]["reason"]
     assert engine.inspect_container(web["Id"])["State"]["Running"]
     assert (await harness.executor.approvals.get(approval_id)).state == "failed"
-    audited = [(e.decision, e.outcome) for e in await harness.executor.audit.tail(10) if e.action == "rollback"]
+    assert engine.inspect_container(web["Id"])["Image"] == images.id("v1")
+    audited = [(e.decision, e.outcome) for e in await harness.executor.audit.tail(10) if e.action == "deploy"]
     assert ("failed", outcome["outcome"]["reason"]) in audited
     assert (await verify_chain(harness.executor.audit, None, {})).ok
 
