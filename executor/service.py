@@ -307,8 +307,12 @@ class Executor:
         a bug) ends it ``failed``; either way the outcome is audited and the approval
         message edited.
         """
-        if not await self.approvals.move(approval.id, APPROVED, RUNNING, self.clock()):
-            return  # somebody else runs it (cannot happen: only the CAS winner gets here)
+        try:
+            if not await self.approvals.move(approval.id, APPROVED, RUNNING, self.clock()):
+                return  # somebody else runs it (cannot happen: only the CAS winner gets here)
+        except Exception as exc:  # noqa: BLE001 - not started: still approved, the next start runs it
+            log.error("request %s could not be started (%s); the executor's next start runs it", approval.id, _unexpected(exc))
+            return
         params = {**_audit_params(approval.args), "approval": approval.id, "approved_by": approval.decided_by}
         audit: str | None = None  # the outcome's audit decision, when _run has not written it
         try:
@@ -353,8 +357,9 @@ class Executor:
                 )  # fmt: skip
                 return
             except Exception as exc:  # noqa: BLE001 - the database, most likely: wait and try again
-                log.error("request %s: could not record its end (%s); trying again", approval.id, _unexpected(exc))
-                await asyncio.sleep(min(2.0**attempt, 30.0))
+                log.error("request %s: could not record its end (%s)", approval.id, _unexpected(exc))
+                if attempt + 1 < END_ATTEMPTS:
+                    await asyncio.sleep(min(2.0**attempt, 30.0))
         log.error("request %s could not be ended; the executor's next start ends it", approval.id)
 
     async def resume_approvals(self) -> list[str]:
@@ -371,7 +376,11 @@ class Executor:
                 lines.append(f"{what} was approved but had not started: starting it now")
                 self._start_approved(approval)
                 continue
-            reply = await self._interrupted_outcome(approval)
+            try:
+                reply = await self._interrupted_outcome(approval)
+            except Exception as exc:  # noqa: BLE001 - it still ends; how is what we cannot tell
+                log.error("request %s: could not look at what recovery found", approval.id, exc_info=exc)
+                reply = Reply("failed", f"interrupted by an executor restart; its outcome cannot be told: {_unexpected(exc)}", approval.request_id)
             params = {**_audit_params(approval.args), "approval": approval.id, "approved_by": approval.decided_by}
             final = DONE if reply.status == "done" else FAILED
             await self._end_approval(approval, final, reply, "executed" if final == DONE else "failed", params)

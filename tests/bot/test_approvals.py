@@ -139,6 +139,20 @@ async def test_a_tap_after_the_ttl_shows_the_message_expired_without_buttons(mak
     assert (await world.harness.executor.approvals.get(approval_id)).state == "expired"
 
 
+async def test_an_approval_the_policy_no_longer_allows_ends_refused_at_run_time_in_the_chat(make_world: Any) -> None:
+    """Asked under one policy, approved after the executor restarted with a narrower one."""
+    world = await make_world()
+    approval_id = await request_approval(world, OPERATOR, "/stop web")
+    await world.approval_message(approval_id)
+    await world.harness.stop()
+    world.harness.settings = world.harness.settings.model_copy(update={"read_only": True})
+    await world.harness.start()
+    assert await answer_to_tap(world, APPROVER, approval_id, "approve") == "Approved: running now."
+    refused = await final_text(world, approval_id, "⛔ not run")
+    assert "refused at run time: read-only mode: only reads are allowed" in refused.text
+    assert refused.buttons == []
+
+
 async def test_a_tap_on_a_message_from_before_a_bot_restart_still_works(docker_world: World, resources: Resources, images: BuiltImages, engine: APIClient) -> None:
     world = docker_world
     approval_id = await request_approval(world, OPERATOR, f"/deploy {resources.name('web')} {images.ref('v2')}")
