@@ -3,6 +3,12 @@
 ``Executor.handle(token)`` is the whole of it: the HTTP layer only moves bytes. Nothing
 reaches an action handler before the token verified, its id was never seen before and
 policy said yes; every request, valid or not, leaves an audit entry.
+
+An approved request is decided again just before it runs (``_execute_approved``) under
+the policy the executor holds then: the settings and policy file as loaded at its last
+start. Approvals survive a restart, so a restart with a narrower policy refuses at run
+time what it no longer allows. Every approved request ends in a final state, audited,
+whatever it meets; at start-up ``resume_approvals`` starts or ends those the last run left.
 """
 
 from __future__ import annotations

@@ -125,3 +125,18 @@ def test_every_catalogue_action_has_a_handler() -> None:
     from policy import CATALOGUE
 
     assert set(CATALOGUE) == set(actions.HANDLERS)
+
+
+async def test_a_container_removed_under_an_approved_request_ends_it_failed(
+    harness: Harness, resources: Resources, images: BuiltImages, engine: APIClient
+) -> None:
+    """A real Docker fault: the engine no longer has the container when the approved stop runs."""
+    web = resources.container(images.ref("v1"), "web")
+    approval_id = await request(harness, "stop", {"target": resources.name("web")})
+    engine.remove_container(web["Id"], force=True)
+    assert (await harness.client().call(APPROVER, "approval.approve", {"id": approval_id})).status == "done"
+    outcome = await finished(harness, approval_id)
+    assert outcome["approval"]["state"] == "failed" and outcome["outcome"]["status"] != "done", outcome
+    assert resources.name("web") in outcome["outcome"]["reason"]
+    audited = [(e.decision, e.outcome) for e in await harness.executor.audit.tail(10) if e.action == "stop"]
+    assert audited[-1][1] == outcome["outcome"]["reason"] and audited[-1][0] in ("failed", "refused")
