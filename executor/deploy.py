@@ -32,7 +32,7 @@ import copy
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,11 @@ from policy.names import show
 
 log = logging.getLogger(__name__)
 
+# Wingman's mark on every container a deploy or rollback creates: the deployment's id.
+# Recovery removes or keeps a "new" container only when it carries the id of the record it
+# is finishing (Docker cannot label a container after it was created, so the OLD container,
+# which a deploy only renames, is recognised by its aside name and its recorded id instead).
+DEPLOYMENT_LABEL = "wingman.deployment"
 DEFAULT_HEALTH_TIMEOUT = 60.0
 DEFAULT_RUNNING_WINDOW = 10.0
 RECOVERY_HOLDER = "wingman (recovery)"
@@ -388,6 +393,14 @@ class GateVerdict:
     elapsed: float
 
 
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What start-up recovery did (``done``) and what it refused to touch (``alerts``), a line each."""
+
+    done: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+
+
 class _StepFailed(Exception):
     """A step inside the rollback scope failed; the message says which and why."""
 
@@ -689,6 +702,7 @@ class Deployer:
                 "preparing the new container",
                 lambda api: build_create_spec(old, old_image, create_ref, api_version=str(api.api_version)),
             )
+            spec.body["Labels"] = {**(spec.body.get("Labels") or {}), DEPLOYMENT_LABEL: record.id}
             new_id = await self._step("creating the new container", lambda api: _create(api, name, spec))
             created = new_id
             await self.store.set_state(record.id, "starting", new_container_id=created)
@@ -757,7 +771,7 @@ class Deployer:
                 except (APIError, DockerActionError):
                     pass
         detail = {"reason": reason, "health_log": health_log, "last_logs": last_logs}
-        problem = await self._restore(name, old, new_id, target.id, record.prev_was_running)
+        problem = await self._restore(name, old, new_id, record.id, record.prev_was_running)
         if problem is not None:
             outcome = (
                 f"{verb} of {name} to {target.tag} failed: {reason}; putting {previous} back failed too"
@@ -778,7 +792,7 @@ class Deployer:
         )
 
     async def _restore(
-        self, name: str, old: dict[str, Any], new_id: str | None, new_image_id: str, was_running: bool
+        self, name: str, old: dict[str, Any], new_id: str | None, deployment_id: str, was_running: bool
     ) -> str | None:
         """Remove the new container, give the old one its name back, start it: None, or what failed."""
         old_id = str(old["Id"])
@@ -789,7 +803,7 @@ class Deployer:
             except NotFound:
                 holder = None
             if holder is not None and holder["Name"] == f"/{name}" and holder["Id"] != old_id:
-                if holder["Id"] == new_id or (new_id is None and holder.get("Image") == new_image_id):
+                if holder["Id"] == new_id or _made_by(holder, deployment_id):
                     api.remove_container(holder["Id"], force=True, v=True)
                 else:
                     return f"a container named {name} that this deploy did not create ({short_id(holder['Id'])}) is in the way"
@@ -870,33 +884,46 @@ class Deployer:
 
     # -- recovery ----------------------------------------------------------------------------------
 
-    async def recover(self, *, timeout: float | None = None, running_window: float | None = None) -> list[str]:
-        """Finish every deploy a crash interrupted; put aside containers back. Lines say what was done.
+    async def recover(
+        self, visible: Callable[[str], bool], *, timeout: float | None = None, running_window: float | None = None
+    ) -> Recovery:
+        """Finish every deploy a crash interrupted; put aside containers back.
 
         Run at start-up before requests are served. A service whose new container proves
         healthy keeps it; otherwise it goes back to the old container and image. Nothing is
         left under a temporary name unless the engine refuses (then a line says so and the
         next start tries again).
+
+        The database is not trusted to name what may be touched: recovery acts only on a
+        service that ``visible`` (the policy as it is NOW) allows, on an "old" container that
+        is the service itself or was set aside by this very deployment (its aside name and
+        recorded id), and on a "new" container that carries this deployment's
+        :data:`DEPLOYMENT_LABEL`. Anything else is left as it is and reported in ``alerts``.
         """
         timeout, window = self._limits(timeout, running_window)
-        lines: list[str] = []
+        report = Recovery()
         for record in await self.store.unfinished():
             if self.driver.locks.holder(record.service) is not None:
                 continue  # a deploy in progress in this process, not an interrupted one
+            if not visible(record.service):
+                report.alerts.append(
+                    f"deployment {record.id} names {show(record.service)}, which is not allowlisted now; nothing was touched"
+                )
+                continue
             try:
                 with self.driver.locks.hold(record.service, RECOVERY_HOLDER):
-                    lines.append(await self._recover_one(record, timeout, window))
+                    await self._recover_one(record, timeout, window, report)
             except (APIError, DockerActionError) as exc:
                 reason = explain_api_error(exc) if isinstance(exc, APIError) else str(exc)
-                lines.append(f"{record.service}: could not finish interrupted {record.action} {record.id}: {reason}")
+                report.done.append(f"{record.service}: could not finish interrupted {record.action} {record.id}: {reason}")
         try:
-            lines.extend(await self._sweep_aside())
+            await self._sweep_aside(visible, report)
         except (APIError, DockerActionError) as exc:
             reason = explain_api_error(exc) if isinstance(exc, APIError) else str(exc)
-            lines.append(f"could not look for containers left aside by deploys: {reason}")
-        return lines
+            report.done.append(f"could not look for containers left aside by deploys: {reason}")
+        return report
 
-    async def _recover_one(self, record: Deployment, timeout: float, window: float) -> str:
+    async def _recover_one(self, record: Deployment, timeout: float, window: float, report: Recovery) -> None:
         name = record.service
         old_id = record.prev_container_id
         previous = ImageRef(record.prev_image_tag, record.prev_image_id)
@@ -917,33 +944,44 @@ class Deployer:
             return old, holder
 
         old, holder = await self.driver.run(facts)
+        if old is not None and old["Name"] not in (f"/{name}", f"/{aside_name(name, record.id)}"):
+            # Not the service, and not set aside by this deployment: a record naming some
+            # other container as the "old" one is not ours to rename, start or remove.
+            report.alerts.append(
+                f"deployment {record.id} of {name} names container {short_id(str(old['Id']))}"
+                f" ({show(old['Name'].lstrip('/'))}) as the old one, but that is neither {name} nor"
+                " a container this deployment set aside; nothing was touched"
+            )
+            return
         if holder is not None and old is not None and holder["Id"] == old["Id"]:
             holder = None  # the old container never left its name
             if record.prev_was_running and not old["State"].get("Running"):
                 await self.driver.run(lambda api: api.start(old_id))
             line = f"{name}: {what} stopped before the old container was replaced; it runs {previous} as before"
             await self.store.finish(record.id, "recovered", line)
-            return line
+            report.done.append(line)
+            return
 
-        ours = holder is not None and (
-            holder["Id"] == record.new_container_id or holder.get("Image") == record.new_image_id
-        )
+        ours = holder is not None and _made_by(holder, record.id)
         if old is None:
             if ours and holder is not None:
                 if not holder["State"].get("Running"):
                     await self.driver.run(lambda api: api.start(holder["Id"]))
                 line = f"{name}: {what} had replaced the old container; it runs {target}"
                 await self.store.finish(record.id, "succeeded", line)
-                return line
-            line = f"{name}: {what} cannot be finished: the old container {short_id(old_id)} is gone; look at it by hand"
+                report.done.append(line)
+                return
+            line = f"{name}: {what} cannot be finished: the old container {short_id(old_id)} is gone; nothing was touched; look at it by hand"
             await self.store.finish(record.id, "rollback_failed", line)
-            return line
+            report.alerts.append(line)
+            return
 
         if holder is not None and not ours:
-            return (
+            report.alerts.append(
                 f"{name}: {what} left the old container as {old['Name'].lstrip('/')}, and a container named {name}"
-                " that this deploy did not create is in the way; look at it by hand"
+                " that this deploy did not create is in the way; nothing was touched; look at it by hand"
             )
+            return
 
         if holder is not None:
             keep_new = False
@@ -959,17 +997,19 @@ class Deployer:
                 await self.driver.run(lambda api: api.remove_container(old_id, v=False, force=True))
                 line = f"{name}: {what} completed on restart: the new container proved {'healthy' if _has_healthcheck(holder) else 'stable'}; it runs {target}"
                 await self.store.finish(record.id, "succeeded", line)
-                return line
+                report.done.append(line)
+                return
 
-        problem = await self._restore(name, old, record.new_container_id, record.new_image_id, record.prev_was_running)
+        problem = await self._restore(name, old, record.new_container_id, record.id, record.prev_was_running)
         if problem is not None:
-            return f"{name}: could not undo {what}: {problem}; the next start tries again"
+            report.done.append(f"{name}: could not undo {what}: {problem}; the next start tries again")
+            return
         state = "running" if record.prev_was_running else "stopped, as it was"
         line = f"{name}: undid {what}: back on {previous}, {state}"
         await self.store.finish(record.id, "recovered", line)
-        return line
+        report.done.append(line)
 
-    async def _sweep_aside(self) -> list[str]:
+    async def _sweep_aside(self, visible: Callable[[str], bool], report: Recovery) -> None:
         """Containers still under a temporary name whose deploy record here has ended."""
 
         def listing(api: APIClient) -> list[tuple[str, str, str, bool]]:
@@ -981,7 +1021,6 @@ class Deployer:
                         found.append((entry["Id"], parsed[0], parsed[1], entry.get("State") == "running"))
             return found
 
-        lines: list[str] = []
         for container_id, service, deploy_id, _running in await self.driver.run(listing):
             if self.driver.locks.holder(service) is not None:
                 continue  # set aside by a deploy that is running right now
@@ -989,6 +1028,19 @@ class Deployer:
             if record is None:
                 # Our deploys record themselves before renaming anything: a container set
                 # aside without a record here belongs to another Wingman (or a person).
+                continue
+            if record.finished_at is None:
+                continue  # its deployment could not be finished above (an alert says why)
+            if not visible(service):
+                report.alerts.append(
+                    f"{aside_name(service, deploy_id)} was set aside for {show(service)}, which is not allowlisted now; nothing was touched"
+                )
+                continue
+            if record.service != service or record.prev_container_id != container_id:
+                report.alerts.append(
+                    f"{aside_name(service, deploy_id)} ({short_id(container_id)}) is not the container deployment"
+                    f" {deploy_id} set aside; nothing was touched"
+                )
                 continue
             with self.driver.locks.hold(service, RECOVERY_HOLDER):
 
@@ -1009,8 +1061,7 @@ class Deployer:
                         " and started it" if was_running else ""
                     )
 
-                lines.append(await self.driver.run(settle))
-        return lines
+                report.done.append(await self.driver.run(settle))
 
     # -- lookups ------------------------------------------------------------------------------------
 
@@ -1099,6 +1150,12 @@ def _check_replaceable(name: str, old: dict[str, Any]) -> None:
     if (old.get("HostConfig") or {}).get("AutoRemove"):
         # Stopping it would delete it, and with it the way back.
         raise Refused(f"{name} was started with --rm (auto-remove): it cannot be recreated safely; recreate it by hand")
+
+
+def _made_by(container: dict[str, Any], deployment_id: str) -> bool:
+    """Whether ``container`` was created by deployment ``deployment_id`` (it carries our label)."""
+    labels = (container.get("Config") or {}).get("Labels") or {}
+    return bool(deployment_id) and labels.get(DEPLOYMENT_LABEL) == deployment_id
 
 
 def _has_healthcheck(info: dict[str, Any]) -> bool:

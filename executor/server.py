@@ -41,7 +41,7 @@ from executor.metrics import render as render_metrics
 from executor.proxmox_driver import ProxmoxDriver
 from executor.protocol import BODY_TIMEOUT, CONTENT_TYPE, IDLE_TIMEOUT, MAX_BODY, PATH, STATUS_HTTP
 from executor.service import Executor, Reply
-from policy import Policy, PolicyError, load_policy_file, vm_visible
+from policy import Policy, PolicyError, container_visible, load_policy_file, vm_visible
 from scheduler import ENV_NAMES, ScheduleConfig, ScheduleConfigError, Scheduler, build_scheduler
 from wingman.lifecycle import run_until_signalled
 from wingman.settings import ExecutorSettings
@@ -310,8 +310,13 @@ class Daemon:
 
     async def _recover(self, deployer: Deployer) -> None:
         """Bring back services whose deploy a crash interrupted, before serving anyone."""
-        lines = await deployer.recover()
-        await self._report_at_start(lines, "recovery", "deploy.recover", "done", "Recovered after a restart:")
+        assert self.executor is not None
+        policy = self.executor.policy  # the allowlist as it is now, not as it was at the crash
+        report = await deployer.recover(lambda name: container_visible(policy, name))
+        await self._report_at_start(report.done, "recovery", "deploy.recover", "done", "Recovered after a restart:")
+        await self._report_at_start(
+            report.alerts, "alert", "deploy.recover", "refused", "🚨 Recovery left these alone; look at them by hand:"
+        )
 
     async def _resume_approvals(self) -> None:
         """Approvals the last run left approved or running: start or end each (after recovery)."""

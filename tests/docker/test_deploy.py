@@ -14,7 +14,7 @@ from docker.api.client import APIClient
 from docker.errors import APIError, NotFound
 from docker.types import IPAMConfig, IPAMPool
 
-from executor.deploy import Deployer
+from executor.deploy import DEPLOYMENT_LABEL, Deployer
 from executor.deployments import DeploymentStore
 from executor.docker_driver import (
     ASIDE_MARKER,
@@ -140,7 +140,10 @@ async def test_deploy_keeps_every_setting_but_the_image_and_image_defaults(
     assert "APP_VERSION=1" in v1["Env"] and "APP_VERSION=2" in v2["Env"]
     assert set(after["Config"]["Env"]) == (set(before["Config"]["Env"]) - {"APP_VERSION=1"}) | {"APP_VERSION=2"}
     assert {"FOO=bar", "API_TOKEN=s3cret"} <= set(after["Config"]["Env"])
-    assert after["Config"]["Labels"] == {**before["Config"]["Labels"], "org.wingman.test.version": "2"}
+    # Plus Wingman's mark: the deployment that made it (recovery acts only on containers it made).
+    assert after["Config"]["Labels"] == {
+        **before["Config"]["Labels"], "org.wingman.test.version": "2", DEPLOYMENT_LABEL: result.deployment_id,
+    }  # fmt: skip
     assert after["Config"]["Cmd"] == v2["Cmd"] != v1["Cmd"]
     assert after["Config"]["Healthcheck"] == v2["Healthcheck"] != v1["Healthcheck"]
 

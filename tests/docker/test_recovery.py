@@ -7,10 +7,11 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from executor.deploy import Deployer
+from executor.deploy import DEPLOYMENT_LABEL, Deployer
 from executor.deployments import DeploymentStore
 from executor.docker_driver import ASIDE_MARKER, DockerDriver, aside_name
 from tests.docker.engine import Resources
@@ -19,6 +20,11 @@ from tests.docker.images import BuiltImages
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def everything(name: str) -> bool:
+    """The allowlist of these tests: each test's containers have names of their own."""
+    return True
 
 
 async def run_child_until(db_url: str, name: str, image: str, pause_at: str) -> list[str]:
@@ -87,7 +93,9 @@ async def test_a_deploy_killed_mid_way_is_recovered(
     try:
         deployer = Deployer(driver, store, health_timeout=10, running_window=2, poll_interval=0.1)
         [interrupted] = await store.unfinished()
-        lines = await deployer.recover()
+        report = await deployer.recover(everything)
+        lines = report.done
+        assert report.alerts == []
         assert len(lines) == 1 and lines[0].startswith(f"{name}: ") and interrupted.id in lines[0], lines
 
         containers = resources.ours()
@@ -99,18 +107,21 @@ async def test_a_deploy_killed_mid_way_is_recovered(
         assert await store.unfinished() == []
         record = await store.get(interrupted.id)
         assert record is not None and record.state == ("succeeded" if ends_on == variant else "recovered")
-        assert await deployer.recover() == []  # nothing left to do the second time
+        again = await deployer.recover(everything)
+        assert again.done == again.alerts == []  # nothing left to do the second time
     finally:
         await driver.close()
         await store.close()
 
 
-async def ended_record(deployments: DeploymentStore, service: str, deployment_id: str, images: BuiltImages) -> None:
-    """A deploy of ours that ended, but whose container set aside is still there."""
+async def ended_record(
+    deployments: DeploymentStore, service: str, deployment_id: str, images: BuiltImages, old_id: str
+) -> None:
+    """A deploy of ours that ended, but whose container set aside (``old_id``) is still there."""
     await deployments.record(
         service=service, action="deploy", requested_by="tg:1001", approved_by=None,
         requested_image=images.ref("v2"), prev_image_id=images.id("v1"), prev_image_tag=images.ref("v1"),
-        new_image_id=images.id("v2"), new_image_tag=images.ref("v2"), prev_container={"Id": "0" * 64, "State": {"Running": True}},
+        new_image_id=images.id("v2"), new_image_tag=images.ref("v2"), prev_container={"Id": old_id, "State": {"Running": True}},
         deployment_id=deployment_id,
     )  # fmt: skip
     await deployments.finish(deployment_id, "rolled_back", "test: ended with its old container still aside")
@@ -123,18 +134,19 @@ async def test_recovery_puts_back_or_removes_containers_left_under_a_temporary_n
     # A service whose only container is still aside: it gets its name back.
     lone = resources.container(images.ref("v1"), "lone", start=False)
     api.rename(lone["Id"], aside_name(resources.name("lone"), "0123456789ab"))
-    await ended_record(deployments, resources.name("lone"), "0123456789ab", images)
+    await ended_record(deployments, resources.name("lone"), "0123456789ab", images, lone["Id"])
     # A service that is in place, with an old container left aside beside it: that one goes.
     resources.container(images.ref("v2"), "web")
     stale = resources.container(images.ref("v1"), f"web{ASIDE_MARKER}ba9876543210", start=False)
-    await ended_record(deployments, resources.name("web"), "ba9876543210", images)
+    await ended_record(deployments, resources.name("web"), "ba9876543210", images, stale["Id"])
     # Set aside by a deploy this executor has no record of (another Wingman, or a person):
     # not ours to touch.
     foreign = resources.container(images.ref("v1"), f"other{ASIDE_MARKER}feedfeedfeed", start=False)
 
-    lines = await deployer.recover()
+    report = await deployer.recover(everything)
 
-    assert sorted(lines) == sorted(
+    assert report.alerts == []
+    assert sorted(report.done) == sorted(
         [
             f"{resources.name('lone')}: put the container left aside by deploy 0123456789ab back under its name and started it",
             f"{resources.name('web')}: removed the old container left aside by deploy ba9876543210; {resources.name('web')} itself is in place",
@@ -167,13 +179,73 @@ async def test_a_deploy_that_passed_its_gate_is_completed_not_undone(
     )
     api.stop(old["Id"], timeout=5)
     api.rename(old["Id"], aside_name(name, record.id))
-    new = resources.container(images.ref("v2"))
+    new = resources.container(images.ref("v2"), labels={DEPLOYMENT_LABEL: record.id})
     await deployments.set_state(record.id, "healthy", new_container_id=new["Id"])
 
-    [line] = await deployer.recover()
+    [line] = (await deployer.recover(everything)).done
 
     assert "completed" in line and images.ref("v2") in line
     assert [c["Id"] for c in resources.ours()] == [new["Id"]]
     done = await deployments.get(record.id)
     assert done is not None and done.state == "succeeded"
     api.inspect_image(images.id("v1"))  # kept for a rollback
+
+
+PLANTED = {
+    # service outside the allowlist, its "new" container is ours-looking by id: the old code
+    # would have kept it and removed the "old" one.
+    "service outside the allowlist": ("zz-db", "healthy", "victim"),
+    # allowlisted service, but the "old" container is some other container: the old code
+    # would have removed it (healthy) or renamed it into the service's place (rolling back).
+    "foreign old container, healthy": ("web", "healthy", "victim"),
+    "foreign old container, rolling back": ("web", "rolling_back", "victim"),
+    "old container outside the allowlist": ("web", "healthy", "zz-victim"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PLANTED))
+async def test_a_planted_deployment_row_changes_nothing_at_restart_and_is_an_alert(
+    make_harness: Any, resources: Resources, images: BuiltImages, case: str
+) -> None:
+    service_suffix, state, victim_suffix = PLANTED[case]
+    harness = await make_harness(container_allowlist=[f"{resources.prefix}-*"], deploy_timeout_seconds=10)
+    api = resources.api
+
+    def make(suffix: str) -> dict[str, Any]:
+        if suffix.startswith("zz-"):  # outside the allowlist, still cleaned up by the test's prefix
+            name = f"zz-{resources.prefix}-{suffix[3:]}"
+            created = api.create_container(images.ref("v1"), name=name)
+            api.start(created["Id"])
+            return dict(api.inspect_container(created["Id"]))
+        return resources.container(images.ref("v1"), suffix)
+
+    service = make(service_suffix)
+    victim = make(victim_suffix)
+    try:
+        store = DeploymentStore(harness.daemon._engine)
+        planted = await store.record(
+            service=service["Name"].lstrip("/"), action="deploy", requested_by="tg:4", approved_by=None,
+            requested_image=images.ref("v2"), prev_image_id=images.id("v1"), prev_image_tag=images.ref("v1"),
+            new_image_id=images.id("v1"), new_image_tag=images.ref("v2"), prev_container=victim,
+        )  # fmt: skip
+        await store.set_state(planted.id, state, new_container_id=service["Id"])
+        def ours() -> list[tuple[str, tuple[str, ...], str]]:
+            # Only this test's containers: other tests may share the engine.
+            found = [c for c in api.containers(all=True) if any(resources.prefix in n for n in c["Names"])]
+            return sorted((c["Id"], tuple(c["Names"]), c["State"]) for c in found)
+
+        before = ours()
+        assert len(before) == 2
+
+        await harness.restart()
+
+        assert ours() == before, "a container was removed, renamed, started or stopped"
+        alerts = [e for e in await harness.executor.audit.tail(20) if e.action == "deploy.recover"]
+        assert [e.decision for e in alerts] == ["refused"] and planted.id in str(alerts[0].outcome)
+        assert "nothing was touched" in str(alerts[0].outcome)
+        shown = [e for e in await harness.client().poll(wait=0) if e["kind"] == "alert"]
+        assert len(shown) == 1 and planted.id in shown[0]["payload"]["text"]
+    finally:
+        for info in (service, victim):
+            if info["Name"].startswith("/zz-"):
+                api.remove_container(info["Id"], force=True)
