@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from audit import verify_chain
 from audit.verify import VerifyReport
 from executor.approvals import Approval
 from executor.deploy import Deployer, DeployResult, ImagePin, parse_image_reference
@@ -97,7 +96,7 @@ async def audit_tail(executor: Executor, call: Call) -> Result:
 
 
 async def verify(executor: Executor, call: Call) -> Result:
-    report: VerifyReport = await verify_chain(executor.audit, executor.export_path, executor.trusted_audit_keys)
+    report: VerifyReport = await executor.verify_audit()
     data = {
         "ok": report.ok,
         "entries": report.entries,

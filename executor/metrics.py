@@ -1,8 +1,10 @@
 """Prometheus metrics of the executor, served on its socket at ``GET /v1/metrics``.
 
-Counted here: requests by decision (since the daemon started); read from the database at
-each scrape: approvals pending, deployments by state, the audit chain's length, and the
-time of the last successful scheduled verification.
+Counted here: requests by decision (since the daemon started). Read from the database at
+each scrape: approvals pending, deployments by state, and the audit chain's length (its
+one head row). The time of the last successful scheduled verification is held here too:
+looked up in the audit log once, at the first scrape, then kept by the verify job, so a
+scrape never searches the log (which grows without bound).
 """
 
 from __future__ import annotations
@@ -30,16 +32,34 @@ class RequestCounter:
         self.by_decision[decision] += 1
 
 
+class LastVerification:
+    """When the scheduled verification last found the chain intact (None: never)."""
+
+    def __init__(self) -> None:
+        self._at: datetime | None = None
+        self._known = False
+
+    def record(self, at: datetime) -> None:
+        self._at, self._known = at, True
+
+    async def get(self, engine: AsyncEngine) -> datetime | None:
+        if not self._known:
+            found = await last_run(engine, "verify", since=datetime(1970, 1, 1, tzinfo=timezone.utc), decisions=("ok",))
+            if not self._known:  # a verification that ended meanwhile is newer
+                self._at, self._known = (found.at if found is not None else None), True
+        return self._at
+
+
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 
-async def render(counter: RequestCounter, audit: AuditStore, engine: AsyncEngine) -> str:
+async def render(counter: RequestCounter, audit: AuditStore, engine: AsyncEngine, last_verified: LastVerification) -> str:
     async with engine.connect() as conn:
         pending = (await conn.execute(select(func.count()).select_from(approvals).where(approvals.c.state == PENDING))).scalar_one()
         states = (await conn.execute(select(deployments.c.state, func.count()).group_by(deployments.c.state))).all()
     head = await audit.head()
-    verified = await last_run(engine, "verify", since=datetime(1970, 1, 1, tzinfo=timezone.utc), decisions=("ok",))
+    verified = await last_verified.get(engine)
     lines = [
         "# HELP wingman_requests_total Audited decisions since the executor started, by decision.",
         "# TYPE wingman_requests_total counter",
@@ -55,6 +75,6 @@ async def render(counter: RequestCounter, audit: AuditStore, engine: AsyncEngine
         f"wingman_audit_chain_length {head.seq}",
         "# HELP wingman_last_verification_timestamp_seconds When the scheduled verification last found the chain intact (0: never).",
         "# TYPE wingman_last_verification_timestamp_seconds gauge",
-        f"wingman_last_verification_timestamp_seconds {verified.at.timestamp() if verified else 0:.0f}",
+        f"wingman_last_verification_timestamp_seconds {verified.timestamp() if verified else 0:.0f}",
     ]
     return "\n".join(lines) + "\n"

@@ -62,6 +62,7 @@ Response
     413     ``bad_request``  the body is over 64 KiB
     415     ``bad_request``  the content type is not ``application/jwt``
     500     ``failed``       the action was attempted and failed; ``reason`` says how
+    500     ``internal_error``  a bug in the executor; audited, ``request_id`` to quote
     503     ``unavailable``  a dependency (Docker, Proxmox, the database) is unreachable
     ======  ===============  ==============================================================
 
@@ -115,6 +116,7 @@ STATUS_HTTP = {
     "denied": 403,
     "conflict": 409,
     "failed": 500,
+    "internal_error": 500,
     "unavailable": 503,
 }
 

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import logging
 import os
+import secrets
 import socket
 import stat
 import time
@@ -27,6 +28,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
+from sqlalchemy.exc import SQLAlchemyError
 
 from audit import AuditError, AuditStore, load_public_key, write_checkpoint
 from audit.signing import KeyFileError, load_or_create_signing_key
@@ -118,11 +120,36 @@ def build_app(executor: Executor) -> web.Application:
 
     @web.middleware
     async def json_errors(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        """Every answer is the protocol's JSON, never aiohttp's bare error pages."""
         try:
             return await handler(request)
         except web.HTTPException as exc:
-            reply = await audit_bad_request(f"{exc.status} {exc.reason}")
+            try:
+                reply = await audit_bad_request(f"{exc.status} {exc.reason}")
+            except (AuditError, SQLAlchemyError) as db_exc:
+                return unavailable(db_exc)
             return web.json_response(reply.as_json(), status=exc.status)
+        except ConnectionError:
+            raise  # the client went away: nobody is left to answer (aiohttp logs it)
+        except (AuditError, SQLAlchemyError) as exc:
+            return unavailable(exc)
+        except Exception as exc:
+            # A bug outside Executor.handle (which answers its own): logged, audited if the
+            # database lets us, answered with an id to quote.
+            request_id = secrets.token_hex(8)
+            log.error("request %s (%s %s) hit an internal error", request_id, request.method, request.path, exc_info=exc)
+            reason = f"the executor hit an internal error ({type(exc).__name__}); quote request {request_id} to its operator"
+            try:
+                await executor.audit.append(
+                    actor="unverified", action="request", decision="internal_error", outcome=reason, request_id=request_id
+                )
+            except Exception as audit_exc:
+                log.error("request %s: the internal error could not be audited: %s", request_id, audit_exc)
+            return reply_response(Reply("internal_error", reason, request_id))
+
+    def unavailable(exc: Exception) -> web.Response:
+        log.error("a request failed on the database: %s", exc)
+        return reply_response(Reply("unavailable", "the executor's database is unavailable; try again shortly"))
 
     async def handle_request(request: web.Request) -> web.Response:
         # Read the header ourselves: aiohttp's parser raises on some malformed parameters.
@@ -157,7 +184,7 @@ def build_app(executor: Executor) -> web.Application:
         return web.json_response({"status": "ok", "audit_seq": head.seq})
 
     async def metrics(request: web.Request) -> web.Response:
-        text = await render_metrics(executor.requests, executor.audit, executor.approvals.engine)
+        text = await render_metrics(executor.requests, executor.audit, executor.approvals.engine, executor.last_verified)
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])

@@ -27,8 +27,9 @@ from docker.errors import APIError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit import AuditError, AuditStore
-from audit.canonical import CanonicalError, canonical_json
+from audit import AuditError, AuditStore, verify_chain
+from audit.verify import VerifyReport
+from audit.canonical import CanonicalError, canonical_json, encode_text
 from audit.signing import SigningKey
 from executor import actions
 from executor.approvals import APPROVED, CANCELLED, DONE, FAILED, REFUSED, REJECTED, RUNNING, Approval, Approvals, Vote
@@ -36,7 +37,7 @@ from executor.deploy import Deployer
 from executor.docker_driver import DockerActionError, DockerDriver, explain_api_error
 from executor.errors import ActionError, ActionRefused, Unavailable
 from executor.proxmox_driver import ProxmoxDriver
-from executor.metrics import RequestCounter
+from executor.metrics import LastVerification, RequestCounter
 from executor.outbox import Outbox
 from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier
 from executor.replay import Claim, ReplayGuard
@@ -92,11 +93,37 @@ class Executor:
         self._running: set[asyncio.Task[None]] = set()
         self._claims: dict[str, Claim] = {}  # request id -> its token's claim, until written
         self.requests = RequestCounter()
+        self.last_verified = LastVerification()
 
     # -- the entry point -------------------------------------------------------------------
 
     async def handle(self, token: str) -> Reply:
+        """The answer to one token; every path, even a bug's, ends in an audited answer."""
         request_id = secrets.token_hex(8)
+        request: Request | None = None
+        try:
+            verified = await self._verified(token, request_id)
+            if isinstance(verified, Reply):
+                return verified
+            request = verified
+            if request.action in PROTOCOL_ACTIONS:
+                await self._write_claim(request_id)
+                return await self._protocol_action(request, request_id)
+            problem = _unrecordable(request)
+            if problem is not None:
+                return await self._refuse(request, request_id, "bad_request", problem)
+            return await self._catalogue_action(request, request_id)
+        except (AuditError, SQLAlchemyError, OSError) as exc:
+            log.error("request %s failed on the database: %s", request_id, exc)
+            return Reply("unavailable", "the executor's database is unavailable; try again shortly", request_id)
+        except Exception as exc:
+            return await self._internal_error(request, request_id, exc)
+        finally:
+            self._claims.pop(request_id, None)
+
+    async def _verified(self, token: str, request_id: str) -> Request | Reply:
+        """The verified request, its token id claimed; or the answer to a refused token
+        (the refusal audited)."""
         now = time.time()  # token times are the signer's wall clock, not self.clock
         try:
             request = self._verifier.verify(token, now)
@@ -109,16 +136,23 @@ class Executor:
         # The claim is written with the request's first audit entry (see _record), one
         # commit for both; the paths that change something before that write it first.
         self._claims[request_id] = claim
+        return request
+
+    async def _internal_error(self, request: Request | None, request_id: str, exc: Exception) -> Reply:
+        """A bug: logged with its traceback, audited, and answered with the request id to quote."""
+        log.error("request %s hit an internal error", request_id, exc_info=exc)
+        reason = f"the executor hit an internal error ({type(exc).__name__}); quote request {request_id} to its operator"
         try:
-            if request.action in PROTOCOL_ACTIONS:
-                await self._write_claim(request_id)
-                return await self._protocol_action(request, request_id)
-            return await self._catalogue_action(request, request_id)
-        except (AuditError, SQLAlchemyError, OSError) as exc:
-            log.error("request %s failed on the database: %s", request_id, exc)
-            return Reply("unavailable", "the executor's database is unavailable; try again shortly", request_id)
-        finally:
-            self._claims.pop(request_id, None)
+            if request is None:
+                await self._record("unverified", "request", "internal_error", None, {}, reason, request_id)
+            else:
+                await self._record(
+                    request.actor, request.action, "internal_error", _shown_target(request.args),
+                    _audit_params(request.args), reason, request_id,
+                )  # fmt: skip
+        except Exception as audit_exc:  # the answer still goes out; the log has both
+            log.error("request %s: the internal error could not be audited: %s", request_id, audit_exc)
+        return Reply("internal_error", reason, request_id)
 
     async def _write_claim(self, request_id: str) -> None:
         claim = self._claims.pop(request_id, None)
@@ -460,6 +494,24 @@ class Executor:
         await self._record(request.actor, request.action, status, _shown_target(request.args), _audit_params(request.args), reason, request_id)
         return Reply(status, reason, request_id)
 
+    async def verify_audit(self) -> VerifyReport:
+        """The whole trail verified (``audit.verify_chain``) off the event loop.
+
+        A million entries take seconds of hashing: it runs in a thread with an event loop
+        and a read-only store of its own (connections belong to one loop), so requests are
+        answered meanwhile. Raises ``AuditError`` when nothing can be concluded.
+        """
+        url, export_path, trusted = self.audit.url, self.export_path, dict(self.trusted_audit_keys)
+
+        async def verify() -> VerifyReport:
+            store = await AuditStore.open(url, migrate=False)
+            try:
+                return await verify_chain(store, export_path, trusted)
+            finally:
+                await store.close()
+
+        return await asyncio.to_thread(asyncio.run, verify())
+
     async def drain(self, timeout: float) -> None:
         """Wait (bounded) for approved actions still running."""
         if self._running:
@@ -516,6 +568,46 @@ def _safe_text(value: object) -> str:
 def _shown_target(args: dict[str, Any]) -> str | None:
     target = args.get("target")
     return None if target is None else _safe_text(target)
+
+
+def _unrecordable(request: Request) -> str | None:
+    """What in a catalogue request's arguments or chat the audit log (and an approval's
+    binding) cannot record exactly, as one line naming it (see ``audit.canonical``)."""
+    for part, values in (("args", request.args), ("chat", request.chat)):
+        for name, value in values.items():
+            shown = f"{part}.{_safe_text(name)[:40]}"
+            problem = _unrecordable_value(name) or _unrecordable_value(value)
+            if problem is not None:
+                return f"{shown} {problem}"
+    return None
+
+
+def _unrecordable_value(value: object) -> str | None:
+    if isinstance(value, float):
+        return f"holds a floating-point number ({value!r}), which the audit log cannot record exactly: send a whole number or text"
+    if isinstance(value, str):
+        try:
+            encode_text(value)
+        except CanonicalError:
+            return "holds a lone surrogate, which is not valid Unicode: send valid UTF-8 text"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _unrecordable_value(key) or _unrecordable_value(item)
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, list):
+        for item in value:
+            problem = _unrecordable_value(item)
+            if problem is not None:
+                return problem
+        return None
+    try:
+        canonical_json(value)
+    except CanonicalError as exc:
+        return f"cannot be recorded: {exc}"
+    return None
 
 
 def _audit_params(args: dict[str, Any]) -> dict[str, Any]:
