@@ -7,15 +7,17 @@ it until it stops:
 
 - SQLite: an exclusive ``flock`` on ``<database>.lock`` beside the database file. The file
   says who holds it (one line: host, pid, since when), written once the lock is ours.
-- PostgreSQL: a session advisory lock (``pg_try_advisory_lock``) held by a connection of
-  its own for the daemon's life. The holder's name travels as that connection's
+- PostgreSQL: a session advisory lock (``pg_advisory_lock``, waiting at most
+  ``ADVISORY_WAIT`` seconds) held by a connection of its own for the daemon's life. The holder's name travels as that connection's
   ``application_name`` (``wingman-executor pid=… since=… host=…``); a second executor reads
   it from ``pg_stat_activity`` joined to ``pg_locks`` on the backend that holds the lock.
   No table and no migration: nothing is written, so nothing can go stale, and the name
   shown is always that of the session that holds the lock right now.
 
 Either lock dies with its holder (the kernel closes the file or the socket of a killed
-process), so a lease left by a killed executor is free at once. An in-memory SQLite
+process), so a lease left by a killed executor is free at once: the file lock when the
+process is gone, the advisory lock as soon as the server notices the closed connection,
+which the short wait covers. An in-memory SQLite
 database needs no lease: no other process can open it.
 """
 
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine.url import URL
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -41,6 +43,8 @@ from audit.store import describe, sqlite_path
 ADVISORY_KEY = int.from_bytes(b"wingman\x00", "big")
 APPLICATION = "wingman-executor"
 NAME_LIMIT = 63  # PostgreSQL keeps this many bytes of application_name (NAMEDATALEN - 1)
+ADVISORY_WAIT = 3.0  # seconds a second executor waits before it gives up on a held lock
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 class LeaseError(Exception):
@@ -139,7 +143,7 @@ class Lease:
             await engine.dispose()
             raise LeaseError(f"{where}: cannot connect to take the executor's lease: {_text(exc)}") from None
         try:
-            taken = (await conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_KEY})).scalar_one()
+            taken = await _wait_for_lock(conn)
             holder = None if taken else await _advisory_holder(conn)
         except (SQLAlchemyError, OSError) as exc:
             await conn.close()
@@ -165,6 +169,25 @@ class Lease:
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
+
+
+async def _wait_for_lock(conn: AsyncConnection) -> bool:
+    """Whether the lock is ours, waiting a little for it: the server ends a killed holder's
+    session (and its lock) only once it notices the closed connection, a moment after."""
+    await conn.execute(text(f"SET lock_timeout = '{int(ADVISORY_WAIT * 1000)}ms'"))
+    try:
+        await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_KEY})
+    except DBAPIError as exc:
+        if _sqlstate(exc) != LOCK_NOT_AVAILABLE:
+            raise
+        return False
+    await conn.execute(text("SET lock_timeout = 0"))
+    return True
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
 
 
 async def _advisory_holder(conn: AsyncConnection) -> Holder | None:
