@@ -21,7 +21,7 @@ STATE_LINES = {
     "running": "⚙️ running",
     "done": "✅ done",
     "failed": "❌ failed",
-    "refused": "⛔ not run: the policy no longer allows it",
+    "refused": "⛔ not run: refused",
     "rejected": "🚫 rejected",
     "cancelled": "↩️ cancelled by the requester",
     "expired": "⌛ expired: nobody approved it in time",

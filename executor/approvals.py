@@ -33,7 +33,7 @@ from executor.schema import approval_votes, approvals
 
 PENDING, APPROVED, RUNNING, DONE, FAILED = "pending", "approved", "running", "done", "failed"
 REJECTED, CANCELLED, EXPIRED = "rejected", "cancelled", "expired"
-REFUSED = "refused"  # approved, but policy no longer allowed it when it was to run
+REFUSED = "refused"  # not run: policy no longer allowed it, or the stored request no longer matched its signature
 FINAL = (DONE, FAILED, REFUSED, REJECTED, CANCELLED, EXPIRED)
 
 
@@ -221,7 +221,7 @@ class Approvals:
             if not approval.intact:
                 # Ended here, so that it can never run; the caller audits and tells the chat.
                 reason = "refused: the stored request does not match its signature (changed after it was made); ask again"
-                await _move(conn, approval_id, PENDING, FAILED, now, result=reason)
+                await _move(conn, approval_id, PENDING, REFUSED, now, result=reason)
                 return Vote(await self._load(conn, approval_id), "changed", reason)
             allowed, reason = check(approval)
             if not allowed:

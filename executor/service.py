@@ -35,7 +35,7 @@ from executor import actions
 from executor.approvals import APPROVED, CANCELLED, DONE, FAILED, REFUSED, REJECTED, RUNNING, Approval, Approvals, Vote
 from executor.deploy import Deployer
 from executor.docker_driver import DockerActionError, DockerDriver, explain_api_error
-from executor.errors import ActionError, ActionRefused, Unavailable
+from executor.errors import ActionError, Unavailable
 from executor.proxmox_driver import ProxmoxDriver
 from executor.metrics import LastVerification, RequestCounter
 from executor.outbox import Outbox
@@ -238,8 +238,6 @@ class Executor:
         handler = actions.HANDLERS.get(action)
         progress = self._progress_of(approval) if approval is not None else actions.no_progress
         try:
-            if approval is not None and not approval.intact:
-                raise ActionRefused("refused: the stored request does not match its signature (changed after it was made)")
             if handler is None:
                 raise Unavailable(f"{action} is not available on this executor yet")
             result = await handler(self, actions.Call(user_id=user_id, args=args, approval=approval, progress=progress))
@@ -371,6 +369,8 @@ class Executor:
         await self._end_approval(approval, final, reply, audit, params)
 
     def _run_time_refusal(self, approval: Approval) -> str | None:
+        if not approval.intact:  # edited in the database since it was made (see executor.approvals)
+            return "the stored request does not match its signature (changed after it was made)"
         return run_time_refusal(
             self.policy,
             requester_id=_user_of(approval.requester),

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from audit import AuditEntry
 from tests.harness import ADMIN, APPROVER, APPROVER2, OPERATOR, VIEWER, Harness
@@ -150,7 +151,7 @@ async def test_a_request_edited_in_the_database_does_not_run(
     reply = await harness.client().call(ADMIN, "approval.approve", {"id": approval_id})
     assert reply.status == "denied" and "does not match its signature" in reply.reason
     ended = await finished(harness, approval_id)
-    assert ended["approval"]["state"] == "failed" and ended["outcome"]["status"] == "denied"
+    assert ended["approval"]["state"] == "refused" and ended["outcome"]["status"] == "denied"
     # Not even a second approver, nor a restart, gets it to run.
     await harness.restart()
     again = await harness.client().call(APPROVER2, "approval.approve", {"id": approval_id})
@@ -158,6 +159,29 @@ async def test_a_request_edited_in_the_database_does_not_run(
     assert await executions(harness, "audit") == []
     refused = [e for e in await harness.executor.audit.tail(20) if e.action == "approval.approve" and e.decision == "refused"]
     assert refused and "does not match its signature" in str(refused[0].outcome)
+
+
+async def test_an_approved_request_edited_while_the_executor_was_down_is_refused_at_run_time(
+    make_harness: Any, tmp_path: Path, db_url: str
+) -> None:
+    """A stop between the vote and the run leaves it approved; the next start checks the signature before running it."""
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    harness = await make_harness(policy=tmp_path / "policy.yaml", allow_dangerous_ops=True, db_url=db_url)
+    approval_id = await request(harness, ADMIN, "verify")
+    await harness.stop()
+    engine = create_async_engine(db_url)
+    try:
+        async with engine.begin() as conn:  # the vote as it was committed, then the edit
+            await conn.execute(text("UPDATE approvals SET state = 'approved', decided_by = 'tg:2' WHERE id = :i"), {"i": approval_id})
+            await conn.execute(text("INSERT INTO approval_votes (approval_id, approver, at) VALUES (:i, 'tg:2', 0)"), {"i": approval_id})
+            await conn.execute(text("UPDATE approvals SET args = :a WHERE id = :i"), {"a": '{"deep":true}', "i": approval_id})
+    finally:
+        await engine.dispose()
+    await harness.start()
+    ended = await finished(harness, approval_id)
+    assert ended["approval"]["state"] == "refused"
+    assert "does not match its signature" in ended["outcome"]["reason"]
+    assert await executions(harness, "verify") == []
 
 
 async def test_reject_and_cancel_end_a_request(harness: Harness) -> None:
