@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import and_, insert, select, update
@@ -262,12 +262,12 @@ class Approvals:
         if approval is None:
             return None, Vote(None, "unknown", "there is no such request")
         if approval.state == EXPIRED or (approval.state == PENDING and approval.expires_at <= now):
-            if approval.state == PENDING:
-                await _move(conn, approval_id, PENDING, EXPIRED, now)
-                # As it is now: the expiry notice must carry "expired", or the chat message
-                # keeps its buttons (the same text again is no edit at all to Telegram).
-                approval = await self._load(conn, approval_id) or approval
-            return approval, Vote(approval, EXPIRED, "this request has expired")
+            # Shown as expired, so that the notice the caller sends edits the message (the
+            # same text again is no edit at all to Telegram). The move itself is the expiry
+            # sweep's, which announces it again: a notice lost here is made good within its
+            # interval.
+            shown = replace(approval, state=EXPIRED)
+            return shown, Vote(shown, EXPIRED, "this request has expired")
         if approval.state != PENDING:
             return approval, Vote(approval, "closed", f"this request was already decided ({approval.state})")
         return approval, None
@@ -276,19 +276,17 @@ class Approvals:
         async with self.engine.begin() as conn:
             return await _move(conn, approval_id, from_state, to_state, now, result=result)
 
-    async def expire_due(self, now: float) -> list[Approval]:
-        """Mark every pending approval past its time as expired; returns those it marked."""
-        expired: list[Approval] = []
-        async with self.engine.begin() as conn:
-            due = (
-                await conn.execute(select(approvals.c.id).where(approvals.c.state == PENDING, approvals.c.expires_at <= now))
+    async def due(self, now: float) -> list[Approval]:
+        """Pending approvals past their time, oldest first (the expiry sweep moves them)."""
+        async with self.engine.connect() as conn:
+            ids = (
+                await conn.execute(
+                    select(approvals.c.id)
+                    .where(approvals.c.state == PENDING, approvals.c.expires_at <= now)
+                    .order_by(approvals.c.created_at)
+                )
             ).scalars().all()
-            for approval_id in due:
-                if await _move(conn, approval_id, PENDING, EXPIRED, now):
-                    found = await self._load(conn, approval_id)
-                    if found is not None:
-                        expired.append(found)
-        return expired
+            return [a for a in [await self._load(conn, i) for i in ids] if a is not None]
 
 
 async def _move(

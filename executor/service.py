@@ -14,6 +14,7 @@ whatever it meets; at start-up ``resume_approvals`` starts or ends those the las
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -32,7 +33,7 @@ from audit.verify import VerifyReport
 from audit.canonical import CanonicalError, canonical_json, encode_text
 from audit.signing import SigningKey
 from executor import actions
-from executor.approvals import APPROVED, CANCELLED, DONE, FAILED, REFUSED, REJECTED, RUNNING, Approval, Approvals, Vote
+from executor.approvals import APPROVED, CANCELLED, DONE, EXPIRED, FAILED, PENDING, REFUSED, REJECTED, RUNNING, Approval, Approvals, Vote
 from executor.deploy import Deployer
 from executor.docker_driver import DockerActionError, DockerDriver, explain_api_error
 from executor.errors import ActionError, Unavailable
@@ -465,11 +466,21 @@ class Executor:
             await self.outbox.add(kind, payload, now=now, chat_id=chat["chat_id"], ref=approval.id)
 
     async def expire_due(self) -> list[Approval]:
-        """Expire approvals past their time, audit it and tell the chat (run every minute)."""
-        expired = await self.approvals.expire_due(self.clock())
-        for approval in expired:
-            await self._record("system", "approval.expire", "expired", approval.target, {"approval": approval.id}, None, approval.request_id)
-            await self._notify_approval("approval.expired", approval)
+        """Expire approvals past their time, tell the chat and audit it (run every minute).
+
+        The only place an approval becomes ``expired``, whether or not anyone tapped it
+        late. The notice goes out before the move: a failure after it leaves the row
+        pending, and the next sweep announces and moves it again (one more edit that
+        changes nothing), so the message always comes to say expired.
+        """
+        now = self.clock()
+        expired: list[Approval] = []
+        for approval in await self.approvals.due(now):
+            shown = dataclasses.replace(approval, state=EXPIRED)
+            await self._notify_approval("approval.expired", shown)
+            if await self.approvals.move(approval.id, PENDING, EXPIRED, now):
+                await self._record("system", "approval.expire", "expired", approval.target, {"approval": approval.id}, None, approval.request_id)
+                expired.append(shown)
         return expired
 
     async def _outbox_action(self, request: Request, request_id: str) -> Reply:

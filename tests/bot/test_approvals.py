@@ -134,9 +134,12 @@ async def test_a_tap_after_the_ttl_shows_the_message_expired_without_buttons(mak
     assert await answer_to_tap(world, APPROVER, approval_id, "approve") == "this request has expired"
     expired = await final_text(world, approval_id, "⌛ expired")
     assert expired.buttons == [] and expired.message_id == waiting.message_id
-    # The minute's sweep finds nothing left to do, and the state stays expired.
+    # The minute's sweep moves it (and announces it again, which changes nothing shown).
+    assert [a.id for a in await world.harness.executor.expire_due()] == [approval_id]
     assert await world.harness.executor.expire_due() == []
     assert (await world.harness.executor.approvals.get(approval_id)).state == "expired"
+    again = await final_text(world, approval_id, "⌛ expired")
+    assert again.buttons == [] and again.message_id == waiting.message_id
 
 
 async def test_an_approval_the_policy_no_longer_allows_ends_refused_at_run_time_in_the_chat(make_world: Any) -> None:
