@@ -42,7 +42,10 @@ Request
     polled notification is ``{"id", "chat_id" (null: the team chat), "kind", "ref",
     "payload", "messages": {"<chat id>": <message id>}}``: ``messages`` are the messages
     already showing ``ref``, to be edited rather than posted again. ``chat`` is the context answers go to:
-    ``{"chat_id": int, "message_id": int | null, "private": bool}``.
+    ``{"chat_id": int, "message_id": int | null, "private": bool}``. A catalogue
+    request's ``args`` and ``chat`` are recorded in the audit log exactly, so they hold no
+    floating-point number (``NaN`` included: send a whole number or text) and only valid
+    Unicode (no lone surrogate); such a request is refused ``bad_request``, naming the value.
 
 Response
     JSON, always ``{"status": …, "reason": str, "request_id": str | null, "result": {...}}``:
