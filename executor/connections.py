@@ -24,7 +24,6 @@ exists, and no local user can wear the daemon down:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import resource
@@ -42,6 +41,7 @@ from executor.protocol import BODY_TIMEOUT, MAX_CONNECTIONS_PER_UID
 log = logging.getLogger("wingman.executor")
 
 REFUSAL_WINDOW = 60.0
+ACCEPT_BATCH = 512  # connections accepted in one go (as many as the backlog holds)
 ACCEPT_RETRY = 0.5  # out of files: how long to leave the backlog alone before trying again
 FILES_HEADROOM = 256  # database, Docker, Proxmox, exports, logs: the daemon's own files
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -190,7 +190,11 @@ class Connection(asyncio.Protocol):
 
 
 class SocketGate:
-    """Accepts connections on the listening socket and lets in only those it should."""
+    """Accepts connections on the listening socket and lets in only those it should.
+
+    As asyncio's own server does: each time the socket is readable, everything waiting in
+    the backlog is accepted at once (up to ``ACCEPT_BATCH``), so a connection that waits
+    there is not overtaken by requests on connections already open."""
 
     def __init__(
         self,
@@ -206,37 +210,51 @@ class SocketGate:
         self._allowed = allowed
         self._refusals = refusals
         self._per_uid = per_uid
-        self.open = Counter[int]()  # connections open now, by uid
+        self.open_connections = Counter[int]()  # by uid
         self.failed_accepts = 0  # in the current burst of accept() failures
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._handing_over: set[asyncio.Task[Any]] = set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._accept_forever(), name="executor-accept")
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._sock.fileno(), self._accept_waiting)
 
     async def close(self) -> None:
         """Stop accepting (connections already in are left to their HTTP server)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            if self._retry is not None:
+                self._retry.cancel()
+            if self._handing_over:
+                await asyncio.gather(*self._handing_over, return_exceptions=True)
+            self._loop = None
         self._sock.close()
 
-    async def _accept_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
+    def _accept_waiting(self) -> None:
+        assert self._loop is not None
+        for _ in range(ACCEPT_BATCH):
             try:
-                conn, _ = await loop.sock_accept(self._sock)
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # the backlog is empty
             except OSError as exc:
-                if exc.errno in (errno.ECONNABORTED, errno.EINTR, errno.EAGAIN, errno.EPROTO):
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue  # that one client gave up on its own
                 self._accept_failed(exc)
-                await asyncio.sleep(ACCEPT_RETRY)
-                continue
+                # Leave the backlog alone for a moment rather than spin on it.
+                self._loop.remove_reader(self._sock.fileno())
+                self._retry = self._loop.call_later(ACCEPT_RETRY, self._resume)
+                return
             if self.failed_accepts:
                 log.warning("accepting connections again, after %d failed attempts", self.failed_accepts)
                 self.failed_accepts = 0
-            await self._admit(conn)
+            self._admit(conn)
+
+    def _resume(self) -> None:
+        self._retry = None
+        if self._loop is not None:
+            self._loop.add_reader(self._sock.fileno(), self._accept_waiting)
 
     def _accept_failed(self, exc: OSError) -> None:
         if self.failed_accepts == 0:
@@ -244,7 +262,7 @@ class SocketGate:
             log.error("cannot accept connections: %s%s; retrying quietly until it works again", exc.strerror or exc, hint)
         self.failed_accepts += 1
 
-    async def _admit(self, conn: socket.socket) -> None:
+    def _admit(self, conn: socket.socket) -> None:
         try:
             uid = peer_uid(conn)
         except OSError:
@@ -254,21 +272,28 @@ class SocketGate:
             conn.close()
             self._refusals.refused(uid, NOT_ALLOWED)
             return
-        if self.open[uid] >= self._per_uid:
+        if self.open_connections[uid] >= self._per_uid:
             conn.close()
             self._refusals.refused(uid, f"more than {self._per_uid} connections open at once")
             return
-        self.open[uid] += 1
+        self.open_connections[uid] += 1
+        task = asyncio.ensure_future(self._hand_over(conn, uid))
+        self._handing_over.add(task)
+        task.add_done_callback(self._handing_over.discard)
+
+    async def _hand_over(self, conn: socket.socket, uid: int) -> None:
+        """Give an admitted connection its transport and aiohttp's protocol behind ours."""
         released = False
 
         def ended() -> None:
             nonlocal released
             if not released:  # once, whichever of the two paths below gets here first
                 released = True
-                self.open[uid] -= 1
-                if self.open[uid] <= 0:
-                    del self.open[uid]
+                self.open_connections[uid] -= 1
+                if self.open_connections[uid] <= 0:
+                    del self.open_connections[uid]
 
+        conn.setblocking(False)
         try:
             await asyncio.get_running_loop().connect_accepted_socket(lambda: Connection(self._protocol(), ended), sock=conn)
         except OSError as exc:

@@ -275,7 +275,7 @@ async def test_a_client_that_stops_reading_its_replies_is_cut(make_harness: Make
     daemon = harness.daemon
     assert daemon is not None and daemon.gate is not None
     gate = daemon.gate
-    await eventually(lambda: gate.open[os.getuid()] == 0, "the connection let go")
+    await eventually(lambda: gate.open_connections[os.getuid()] == 0, "the connection let go")
     reply = await harness.client().call(ADMIN, "whoami")
     assert (reply.http_status, reply.status) == (200, "done")
 
