@@ -39,7 +39,7 @@ from executor.docker_driver import DockerActionError, DockerDriver, explain_api_
 from executor.errors import ActionError, Unavailable
 from executor.proxmox_driver import ProxmoxDriver
 from executor.metrics import LastVerification, RequestCounter
-from executor.outbox import Outbox
+from executor.outbox import MAX_WAIT, Outbox
 from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier
 from executor.replay import Claim, ReplayGuard
 from policy import Policy, Role, Verdict, decide, may_approve, run_time_refusal
@@ -488,7 +488,8 @@ class Executor:
             wait, limit = request.args.get("wait", 0), request.args.get("limit", 100)
             if not _number(wait) or not _whole(limit):
                 return await self._refuse(request, request_id, "bad_request", "args.wait and args.limit must be numbers")
-            events = await self.outbox.poll(limit=limit, wait=float(wait))
+            # Clamped before float(): a whole number too big for a float is still a number.
+            events = await self.outbox.poll(limit=limit, wait=float(max(0, min(wait, MAX_WAIT))))
             return Reply("done", f"{len(events)} notifications", request_id, {"notifications": [e.as_json() for e in events]})
         ids, posted = request.args.get("ids"), request.args.get("posted", [])
         if not isinstance(ids, list) or not all(_whole(i) for i in ids):

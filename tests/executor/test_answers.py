@@ -52,6 +52,14 @@ async def test_a_bug_outside_the_decision_path_is_still_a_json_answer(
     assert (entry.actor, entry.decision) == ("unverified", "internal_error")
 
 
+async def test_a_poll_wait_too_big_for_a_float_is_clamped_not_a_bug(harness: Harness) -> None:
+    # It was an OverflowError in float(); the protocol bounds the wait at 30 s.
+    await harness.executor.outbox.add("alert", {"text": "waiting"}, now=0.0)  # so no poll waits
+    for wait in (10**400, -(10**400)):
+        reply = await harness.client().call(None, "outbox.poll", {"wait": wait})
+        assert (reply.http_status, reply.status) == (200, "done"), reply
+
+
 @pytest.mark.parametrize(
     ("args", "chat", "named", "says"),
     [
