@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit.canonical import canonical_json
 from audit.signing import SigningKey, signature_holds
+from executor.codes import MISSING, CodeCheck
 from executor.schema import approval_votes, approvals
 
 PENDING, APPROVED, RUNNING, DONE, FAILED = "pending", "approved", "running", "done", "failed"
@@ -114,6 +115,8 @@ class Vote:
     approval: Approval | None
     outcome: str  # "counted", "approved" (this vote completed it), or a refusal below
     reason: str
+    factor: str = "none"  # what the vote carried besides its signature: "totp" or "none"
+    code_required: bool = False  # the approval needs the approver's one-time code
 
     @property
     def completed(self) -> bool:
@@ -210,9 +213,21 @@ class Approvals:
             return [a for a in [await self._load(conn, i) for i in ids] if a is not None]
 
     async def vote(
-        self, approval_id: str, approver: str, now: float, check: Callable[[Approval], tuple[bool, str]]
+        self,
+        approval_id: str,
+        approver: str,
+        now: float,
+        check: Callable[[Approval], tuple[bool, str]],
+        *,
+        code_required: Callable[[Approval], bool] = lambda approval: False,
+        code: CodeCheck | None = None,
     ) -> Vote:
-        """Count ``approver``'s approval; ``check`` applies policy to the approval as stored."""
+        """Count ``approver``'s approval; ``check`` applies policy to the approval as stored.
+
+        When ``code_required`` says so, the vote counts only if ``code`` is right and unspent;
+        it is spent in the same transaction that counts the vote.
+        """
+        factor = code.factor if code is not None else "none"
         async with self.engine.begin() as conn:
             approval, refusal = await self._open_for_decision(conn, approval_id, now)
             if refusal is not None:
@@ -228,15 +243,23 @@ class Approvals:
                 return Vote(approval, "refused", reason)
             if approver in approval.votes:
                 return Vote(approval, "refused", "you already approved this")
+            needs_code = code_required(approval)
+            if needs_code:
+                refusal = MISSING if code is None else await code.spend(conn)
+                if refusal is not None:
+                    return Vote(approval, "refused", refusal, factor, code_required=True)
+            else:
+                factor = "none"  # a code given where none is needed is neither checked nor spent
             await conn.execute(insert(approval_votes).values(approval_id=approval_id, approver=approver, at=now))
             votes = approval.votes + (approver,)
             if len(votes) < approval.approvals_needed:
-                return Vote(await self._load(conn, approval_id), "counted", f"approval {len(votes)} of {approval.approvals_needed} counted")
+                reason = f"approval {len(votes)} of {approval.approvals_needed} counted"
+                return Vote(await self._load(conn, approval_id), "counted", reason, factor, needs_code)
             won = await _move(conn, approval_id, PENDING, APPROVED, now, decided_by=",".join(votes))
             updated = await self._load(conn, approval_id)
         if not won:
-            return Vote(updated, "closed", "this request was already decided")
-        return Vote(updated, "approved", "approved")
+            return Vote(updated, "closed", "this request was already decided", factor, needs_code)
+        return Vote(updated, "approved", "approved", factor, needs_code)
 
     async def decide(self, approval_id: str, actor: str, to_state: str, now: float, check: Callable[[Approval], tuple[bool, str]]) -> Vote:
         """Reject (by an approver) or cancel (by the requester) a pending approval."""

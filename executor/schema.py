@@ -48,6 +48,16 @@ approval_votes = Table(
     Column("at", Float, nullable=False),
 )
 
+# Each approver's newest time step whose one-time code counted a vote: a code is spent
+# once, and an older one is never taken again (see executor.codes).
+used_codes = Table(
+    "used_codes",
+    metadata,
+    Column("approver", Text, primary_key=True),  # "tg:<user id>"
+    Column("step", BigInteger, primary_key=True),  # floor(unix time / 30)
+    Column("at", Float, nullable=False),
+)
+
 # The outbox the bot long-polls: delivered at least once, in id order per chat.
 notifications = Table(
     "notifications",

@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from audit import AuditError, AuditStore, load_public_key, write_checkpoint
 from audit.signing import KeyFileError, load_or_create_signing_key
 from audit.store import make_engine, normalize_url, upgrade_schema
+from executor import codes
 from executor.connections import RefusalRecord, SocketGate, reserve_open_files
 from executor.deploy import Deployer
 from executor.deployments import DeploymentStore
@@ -293,6 +294,7 @@ class Daemon:
             docker=self._docker,
             deployer=deployer,
             proxmox=proxmox,
+            codes_dir=settings.data_dir / codes.DIRECTORY,
         )
         await self.executor.replay.load(time.time())
         allowed = frozenset({os.getuid(), *settings.allowed_uids})

@@ -34,6 +34,7 @@ from audit.canonical import CanonicalError, canonical_json, encode_text
 from audit.signing import SigningKey
 from executor import actions
 from executor.approvals import APPROVED, CANCELLED, DONE, EXPIRED, FAILED, PENDING, REFUSED, REJECTED, RUNNING, Approval, Approvals, Vote
+from executor.codes import CODE_PATTERN, OneTimeCodes
 from executor.deploy import Deployer
 from executor.docker_driver import DockerActionError, DockerDriver, explain_api_error
 from executor.errors import ActionError, Unavailable
@@ -42,7 +43,7 @@ from executor.metrics import LastVerification, RequestCounter
 from executor.outbox import MAX_WAIT, Outbox
 from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier
 from executor.replay import Claim, ReplayGuard
-from policy import Policy, Role, Verdict, decide, may_approve, run_time_refusal
+from policy import Policy, Role, Verdict, decide, may_approve, needs_one_time_code, run_time_refusal
 
 log = logging.getLogger("wingman.executor")
 END_ATTEMPTS = 8  # ending an approved request is retried about 2 minutes while the database fails
@@ -76,6 +77,7 @@ class Executor:
         docker: DockerDriver | None = None,
         deployer: Deployer | None = None,
         proxmox: ProxmoxDriver | None = None,
+        codes_dir: Path | None = None,
     ) -> None:
         self.policy = policy
         self.proxmox = proxmox
@@ -88,6 +90,7 @@ class Executor:
         self.approvals = Approvals(engine, audit_key)
         self.outbox = Outbox(engine)
         self.replay = ReplayGuard(engine)
+        self.codes = OneTimeCodes(codes_dir)  # None: nobody is enrolled, no code is right
         self.clock = clock
         self._verifier = TokenVerifier(trusted)
         self._approval_ttl = approval_ttl
@@ -276,6 +279,12 @@ class Executor:
         now = self.clock()
 
         if request.action == "approval.approve":
+            code = request.args.get("code")
+            if code is not None and not (isinstance(code, str) and CODE_PATTERN.fullmatch(code)):
+                reason = "args.code must be the six digits of a one-time code"
+                await self._record(request.actor, request.action, "bad_request", None, {"approval": approval_id, "factor": "totp"}, reason, request_id)
+                return Reply("bad_request", reason, request_id)
+
             def check(approval: Approval) -> tuple[bool, str]:
                 voters = frozenset(int(v.removeprefix("tg:")) for v in approval.votes)
                 verdict = may_approve(
@@ -283,7 +292,12 @@ class Executor:
                 )
                 return verdict.allowed, verdict.reason
 
-            vote = await self.approvals.vote(approval_id, request.actor, now, check)
+            # The approver's phone knows wall-clock time, not self.clock.
+            checked = await self.codes.check_for(request.actor, user, code, time.time())
+            vote = await self.approvals.vote(
+                approval_id, request.actor, now, check,
+                code_required=lambda approval: needs_one_time_code(self.policy, approval.tier), code=checked,
+            )  # fmt: skip
         elif request.action == "approval.reject":
             def check(approval: Approval) -> tuple[bool, str]:
                 role = self.policy.role_of(user)
@@ -306,7 +320,9 @@ class Executor:
     async def _after_vote(self, request: Request, request_id: str, approval_id: str, vote: Vote) -> Reply:
         approval = vote.approval
         target = approval.target if approval else None
-        params = {"approval": approval_id}
+        params: dict[str, Any] = {"approval": approval_id}
+        if request.action == "approval.approve":
+            params["factor"] = vote.factor  # which factor, besides the signature, the vote carried
         refused = vote.outcome in ("unknown", "refused", "changed", "closed", "expired")
         await self._record(
             request.actor, request.action, vote.outcome if not refused else "refused", target, params,
@@ -320,7 +336,10 @@ class Executor:
             await self._notify_approval("approval.finished", approval, extra={"outcome": {"status": "denied", "reason": vote.reason}})
         if refused:
             status = "conflict" if vote.outcome in ("closed", "expired") else "denied"
-            return Reply(status, vote.reason, request_id, {"approval": approval.as_json()})
+            result: dict[str, Any] = {"approval": approval.as_json()}
+            if vote.code_required:
+                result["code_required"] = True  # the client asks the approver for the code
+            return Reply(status, vote.reason, request_id, result)
         if vote.outcome == "counted":
             await self._notify_approval("approval.updated", approval)
             return Reply("pending", vote.reason, request_id, {"approval": approval.as_json()})
@@ -458,6 +477,7 @@ class Executor:
     ) -> None:
         """Tell the team chat, and the requester's private chat when the request came from there."""
         shown = approval.as_json() if state is None else {**approval.as_json(), "state": state}
+        shown["code_required"] = needs_one_time_code(self.policy, approval.tier)
         payload = {"approval": shown, **(extra or {})}
         now = self.clock()
         await self.outbox.add(kind, payload, now=now, ref=approval.id)
@@ -623,7 +643,9 @@ def _unrecordable_value(value: object) -> str | None:
 
 
 def _audit_params(args: dict[str, Any]) -> dict[str, Any]:
-    """The request's arguments as the audit can hold them (no floats, bounded size)."""
+    """The request's arguments as the audit can hold them (no floats, bounded size, no one-time code)."""
+    if "code" in args:
+        args = {k: v for k, v in args.items() if k != "code"}
     try:
         text = canonical_json(args)
     except CanonicalError:

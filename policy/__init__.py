@@ -13,6 +13,7 @@ from policy.decide import (
     decide,
     effective_entry,
     may_approve,
+    needs_one_time_code,
     run_time_refusal,
     vm_visible,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "effective_entry",
     "load_policy_file",
     "may_approve",
+    "needs_one_time_code",
     "run_time_refusal",
     "vm_visible",
 ]

@@ -233,6 +233,11 @@ def run_time_refusal(
     return None
 
 
+def needs_one_time_code(policy: Policy, tier: int) -> bool:
+    """Whether an approval of this tier counts a vote only with the approver's one-time code."""
+    return tier >= Tier.ONE_APPROVAL and tier >= policy.one_time_codes_from_tier
+
+
 def container_visible(policy: Policy, name: str) -> bool:
     """Whether /status may show this container: exactly when `status` on it is allowed."""
     entry = effective_entry(policy, "status")

@@ -17,6 +17,8 @@ The format, every key optional, nothing else allowed::
       restart: {tier: 2}           # tiers 0..3; an action that changes things cannot be 0,
                                    # and a tier-3 action cannot go below 2
       deploy: {targets: [web]}     # narrows the allowlist for this action
+    one_time_codes_from_tier: 2    # 2 or 3 (the default): approvals of this tier and
+                                   # above also need each approver's one-time code
 
 Numbers are plain decimals; quote a container name that looks like a number or a
 boolean (`"123"`, `"yes"`). How the file is merged with the settings is described in
@@ -120,7 +122,7 @@ class _Reader:
         top = self.mapping(
             root,
             "the policy file",
-            ("roles", "allowlists", "read_only", "allow_dangerous_ops", "actions"),
+            ("roles", "allowlists", "read_only", "allow_dangerous_ops", "actions", "one_time_codes_from_tier"),
         )
         roles = self.mapping(top["roles"], "roles", ("admins", "approvers", "operators", "viewers"))
         allow = self.mapping(top["allowlists"], "allowlists", ("containers", "vms", "nodes"))
@@ -136,6 +138,7 @@ class _Reader:
             read_only=self.flag(top["read_only"], "read_only"),
             allow_dangerous_ops=self.flag(top["allow_dangerous_ops"], "allow_dangerous_ops"),
             actions=self.actions(top["actions"]),
+            one_time_codes_from_tier=self.code_tier(top["one_time_codes_from_tier"]),
         )
 
     def mapping(
@@ -189,6 +192,16 @@ class _Reader:
         if node is None:
             return None
         return self.scalar(node, _BOOL, f"{what} must be true or false").lower() in _TRUE
+
+    def code_tier(self, node: yaml.Node | None) -> Tier | None:
+        if node is None:
+            return None
+        what = "one_time_codes_from_tier"
+        number = self.integer(node, what)
+        if number not in (2, 3):
+            # Tiers 0 and 1 have no approval to attach a code to; tier 3 always needs one.
+            self.fail(node, f"{what} must be 2 or 3 (tier-3 approvals always need the code)")
+        return Tier(number)
 
     def user_id(self, node: yaml.Node, what: str) -> int:
         user_id = names.parse_user_id(self.integer(node, f"{what}: a Telegram user id"))

@@ -155,6 +155,8 @@ class PolicyFile:
     read_only: bool | None = None
     allow_dangerous_ops: bool | None = None
     actions: Mapping[str, ActionOverride] = field(default_factory=_empty_overrides)
+    # The lowest tier whose approvals also need each approver's one-time code (2 or 3).
+    one_time_codes_from_tier: Tier | None = None
 
 
 _NO_FILE = PolicyFile(path="")
@@ -180,6 +182,8 @@ class Policy:
     read_only: bool = False
     allow_dangerous_ops: bool = False
     overrides: Mapping[str, ActionOverride] = field(default_factory=_empty_overrides)
+    # Approvals of this tier and above count a vote only with the approver's one-time code.
+    one_time_codes_from_tier: Tier = Tier.TWO_APPROVALS
 
     def role_of(self, user_id: object) -> Role | None:
         """The user's role, or None for an unknown user (or anything that is not a user id)."""
@@ -216,6 +220,8 @@ class Policy:
           (WINGMAN_ALLOW_DANGEROUS_OPS) and the file does not say
           `allow_dangerous_ops: false` (the file alone can never turn them on).
         - Per-action tiers and target restrictions come from the file only.
+        - One-time codes: tier-3 approvals always need them; the file may extend that to
+          tier 2 (`one_time_codes_from_tier: 2`), never drop it for tier 3.
 
         User ids and vmids may be ints or decimal strings. Raises PolicyError naming the
         setting (e.g. `WINGMAN_VM_ALLOWLIST: ...`) for any invalid value.
@@ -240,6 +246,7 @@ class Policy:
             allow_dangerous_ops=_flag("allow_dangerous_ops", allow_dangerous_ops)
             and extra.allow_dangerous_ops is not False,
             overrides=extra.actions,
+            one_time_codes_from_tier=min(Tier.TWO_APPROVALS, extra.one_time_codes_from_tier or Tier.TWO_APPROVALS),
         )
 
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 
 from audit import SigningKey, generate_key_pair, load_signing_key
+from executor import codes
 from executor.client import ExecutorClient
 from executor.server import Daemon
 from wingman.settings import ExecutorSettings
@@ -62,6 +65,17 @@ class Harness:
     def executor(self) -> Any:
         assert self.daemon is not None and self.daemon.executor is not None
         return self.daemon.executor
+
+    def enroll(self, user: int) -> str:
+        """Give ``user`` a one-time code secret, as `wingman approvers enroll` does; returns it."""
+        return codes.enroll(self.settings.data_dir / codes.DIRECTORY, user, replace=True)[0]
+
+    def code(self, user: int, steps: int = 0) -> str:
+        """``user``'s one-time code now (or ``steps`` 30 s steps away; one either side is
+        accepted), enrolling them first if needed."""
+        path = codes.secret_path(self.settings.data_dir / codes.DIRECTORY, user)
+        secret = path.read_text().strip() if path.exists() else self.enroll(user)
+        return pyotp.TOTP(secret).at(time.time() + 30 * steps)
 
     def client(self, key: SigningKey | None = None) -> ExecutorClient:
         client = ExecutorClient(self.settings.socket_path, key or self.bot_key, timeout=30)

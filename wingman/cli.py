@@ -143,6 +143,57 @@ def _keys_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _approvers_enroll(args: argparse.Namespace) -> int:
+    """A one-time code secret for an approver: stored with the executor, shown once as a QR code."""
+    from executor import codes  # pyotp and qrcode are needed by this command only
+    from policy import Role, names
+
+    user_id = names.parse_user_id(args.telegram_id)
+    if user_id is None:
+        raise CommandError(f"{names.show(args.telegram_id)} is not a Telegram user id (a positive whole number; /whoami in the bot shows it)")
+    settings = load_settings(ExecutorSettings)
+    directory = settings.data_dir / codes.DIRECTORY
+    try:
+        secret, path = codes.enroll(directory, user_id, replace=args.replace)
+    except codes.AlreadyEnrolled:
+        raise CommandError(
+            f"tg:{user_id} already has a one-time code secret ({codes.secret_path(directory, user_id)}); "
+            "add --replace to make a new one (the codes of the old one stop counting)"
+        ) from None
+    except OSError as exc:
+        raise CommandError(f"cannot write the secret in {directory}: {exc.strerror or exc}") from None
+    uri = codes.provisioning_uri(secret, user_id)
+    print(f"Scan this with an authenticator app on tg:{user_id}'s phone (or enter the secret by hand):")
+    _print_qr(uri)
+    print(uri)
+    print(f"secret: {secret}")
+    print(f"stored in {path} (mode 0600); the bot never sees it. Show this screen to no one else.")
+    from executor.server import load_policy  # only for the note below
+
+    try:
+        role = load_policy(settings).role_of(user_id)
+    except StartupError:
+        role = None
+    if role is None or role < Role.APPROVER:
+        print(f"note: tg:{user_id} is not an approver under the current settings and policy; their code counts once they are")
+    return EXIT_OK
+
+
+def _print_qr(text: str) -> None:
+    """The QR code of ``text`` on the terminal; where it cannot be drawn, a line saying so."""
+    import qrcode
+
+    qr = qrcode.QRCode(border=2)
+    qr.add_data(text)
+    try:
+        if sys.stdout.isatty():
+            qr.print_tty()  # explicit black on white: scannable on dark and light terminals
+        else:
+            qr.print_ascii(invert=True)
+    except (UnicodeEncodeError, OSError):
+        print("(this terminal cannot draw the QR code: enter the URI or the secret below by hand)")
+
+
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -269,6 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--out", type=Path, help="directory (default: that of WINGMAN_BOT_KEY)")
     rotate.add_argument("--kid", help="key id (default: bot-YYYYMMDD)")
     rotate.set_defaults(handler=_keys_rotate)
+
+    approvers = commands.add_parser("approvers", help="approvers' one-time codes (needed for tier-3 votes)")
+    approver_commands = approvers.add_subparsers(dest="approvers_command", required=True, metavar="ACTION")
+    enroll = approver_commands.add_parser(
+        "enroll", help="make an approver's one-time code secret (kept by the executor, 0600) and show its QR code"
+    )
+    enroll.add_argument("telegram_id", help="the approver's Telegram user id (/whoami in the bot)")
+    enroll.add_argument("--replace", action="store_true", help="replace an existing secret (a lost phone)")
+    enroll.set_defaults(handler=_approvers_enroll)
 
     check = commands.add_parser("check", help="check the configuration: one line per check; exit 0 when all is well")
     check.add_argument("--online", action="store_true", help="also ask Telegram (getMe) whether the token is valid")

@@ -94,14 +94,14 @@ async def test_twenty_simultaneous_approvals_run_the_action_once(harness: Harnes
 async def test_tier_three_needs_two_distinct_approvers_and_counts_each_once(harness: Harness) -> None:
     approval_id = await request(harness, APPROVER, "audit", n=3)
     client = harness.client()
-    first = await client.call(ADMIN, "approval.approve", {"id": approval_id})
+    first = await client.call(ADMIN, "approval.approve", {"id": approval_id, "code": harness.code(ADMIN)})
     assert first.status == "pending" and first.reason == "approval 1 of 2 counted"
-    twice = await client.call(ADMIN, "approval.approve", {"id": approval_id})
+    twice = await client.call(ADMIN, "approval.approve", {"id": approval_id, "code": harness.code(ADMIN, 1)})
     assert twice.status == "denied" and twice.reason == "you already approved this"
-    own = await client.call(APPROVER, "approval.approve", {"id": approval_id})
+    own = await client.call(APPROVER, "approval.approve", {"id": approval_id, "code": harness.code(APPROVER)})
     assert own.reason == "you cannot approve your own request"
     assert await executions(harness, "audit") == []
-    second = await client.call(APPROVER2, "approval.approve", {"id": approval_id})
+    second = await client.call(APPROVER2, "approval.approve", {"id": approval_id, "code": harness.code(APPROVER2)})
     assert second.status == "done"
     payload = await finished(harness, approval_id)
     assert sorted(payload["approval"]["approved_by"]) == ["tg:1", "tg:3"]
@@ -226,6 +226,8 @@ async def test_exactly_once_and_two_approvers_hold_on_postgresql(make_harness: A
     assert len(await executions(harness, "verify")) == 1
     # Two different approvers at the same moment on a tier 3 request: both count, it runs once.
     tier3 = await request(harness, APPROVER, "audit", n=2)
-    both = await asyncio.gather(*(client.call(user, "approval.approve", {"id": tier3}) for user in (ADMIN, APPROVER2)))
+    both = await asyncio.gather(
+        *(client.call(user, "approval.approve", {"id": tier3, "code": harness.code(user)}) for user in (ADMIN, APPROVER2))
+    )
     assert sorted(r.status for r in both) == ["done", "pending"]
     assert (await finished(harness, tier3))["approval"]["state"] == "done"
