@@ -83,7 +83,8 @@ def approval_text(approval: dict[str, Any], *, progress: dict[str, Any] | None =
     ]
     if state == "pending":
         count = f"{len(approved_by)} of {needed}" if needed > 1 else "1 approver"
-        lines.append(f"Needs {count}, not the requester · expires {_time(approval.get('expires_at'))}")
+        factor = ", each with a one-time code" if approval.get("code_required") else ""
+        lines.append(f"Needs {count}, not the requester{factor} · expires {_time(approval.get('expires_at'))}")
     elif approved_by:
         lines.append("Approved by " + ", ".join(code(a) for a in approved_by))
     if state in ("rejected",) and approval.get("decided_by"):
@@ -116,6 +117,8 @@ def outcome_text(reply: dict[str, Any]) -> str:
 
 def reply_text(action: str, status: str, reason: str, result: dict[str, Any]) -> str:
     """The answer to a command, from the executor's reply."""
+    if action == "approval.approve" and status in ("done", "pending"):
+        return f"✅ {esc(reason)}"  # "approval 1 of 2 counted", "approved; running now"
     if status == "pending":
         approval = result.get("approval") or {}
         return (

@@ -7,6 +7,7 @@ Who may do what, and whether a tap counts, is the executor's word.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import (
     BufferedInputFile,
     CallbackQuery,
+    ForceReply,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
@@ -24,12 +26,17 @@ from aiogram.types import (
     TelegramObject,
 )
 
-from bot.formatting import as_plain, esc, fits, reply_text
+from bot.formatting import as_plain, code, esc, fits, reply_text
 from executor.client import ExecutorClient, ExecutorUnreachable
 
 log = logging.getLogger("wingman.bot")
 
 UNREACHABLE = "⚠️ The executor is not answering right now; nothing was done. Try again in a minute."
+# The bot keeps no state: the request a one-time code is for is read back from the prompt
+# the code replies to, so a reply still works after a restart. Anchored at the start, before
+# the approver's name, which a user chooses and could make look like another request's id.
+CODE_PROMPT = re.compile(r"\A🔑 One-time code needed for request ([A-Za-z0-9]{1,32}),")
+CODE_USAGE = "Usage: /code <request id> <six digits> — the code your authenticator app shows for Wingman"
 
 
 class ApprovalButton(CallbackData, prefix="ap"):
@@ -102,9 +109,20 @@ def parse(command: str, text: str | None) -> Parsed:
     if command == "cancel":
         need(1, "/cancel <request id>")
         return Parsed("approval.cancel", {"id": words[0]})
+    if command == "code":
+        need(2, CODE_USAGE.removeprefix("Usage: "))
+        return code_vote(words[0], words[1])
     if command == "vm":
         return _parse_vm(words)
     raise Usage("Unknown command; /help lists what you may do.")
+
+
+def code_vote(approval_id: str, digits: str) -> Parsed:
+    """An approval vote carrying the approver's one-time code (spaces inside the code are dropped)."""
+    digits = "".join(digits.split())
+    if not re.fullmatch(r"[0-9]{6}", digits):
+        raise Usage("A one-time code is the six digits your authenticator app shows for Wingman, e.g. 123456.")
+    return Parsed("approval.approve", {"id": approval_id, "code": digits})
 
 
 def _vmid(word: str) -> int | str:
@@ -129,7 +147,7 @@ def _parse_vm(words: list[str]) -> Parsed:
 
 COMMANDS = (
     "help", "whoami", "status", "pending", "logs", "restart", "start", "stop", "deploy", "rollback",
-    "audit", "verify", "cancel", "vm",
+    "audit", "verify", "cancel", "code", "vm",
 )  # fmt: skip
 
 
@@ -175,14 +193,33 @@ def build_router() -> Router:
 
     @router.message(Command(*COMMANDS, ignore_case=True))
     async def on_command(message: Message, command: CommandObject, client: ExecutorClient, bot: Bot) -> None:
-        user = message.from_user
-        if user is None:
+        if message.from_user is None:
             return
         try:
             parsed = parse(command.command.lower(), command.args)
         except Usage as exc:
             await message.reply(esc(str(exc)))
             return
+        await ask(message, parsed, client, bot)
+
+    @router.message(F.text, F.reply_to_message.text.regexp(CODE_PROMPT))
+    async def on_code(message: Message, client: ExecutorClient, bot: Bot) -> None:
+        """The digits an approver typed in reply to the bot's prompt for a one-time code."""
+        prompt = message.reply_to_message
+        if message.from_user is None or prompt is None or prompt.from_user is None or prompt.from_user.id != bot.id:
+            return
+        found = CODE_PROMPT.match(prompt.text or "")
+        assert found is not None  # the filter matched it
+        try:
+            parsed = code_vote(found.group(1), message.text or "")
+        except Usage as exc:
+            await message.reply(esc(f"{exc} Reply to my message again."))
+            return
+        await ask(message, parsed, client, bot)
+
+    async def ask(message: Message, parsed: Parsed, client: ExecutorClient, bot: Bot) -> None:
+        user = message.from_user
+        assert user is not None
         try:
             reply = await client.call(user.id, parsed.action, parsed.args, chat_context(message))
         except ExecutorUnreachable as exc:
@@ -194,7 +231,7 @@ def build_router() -> Router:
         await send_text(bot, message.chat.id, text, name=name, reply_to=message.message_id)
 
     @router.callback_query(ApprovalButton.filter())
-    async def on_button(query: CallbackQuery, callback_data: ApprovalButton, client: ExecutorClient) -> None:
+    async def on_button(query: CallbackQuery, callback_data: ApprovalButton, client: ExecutorClient, bot: Bot) -> None:
         action = {"approve": "approval.approve", "reject": "approval.reject", "cancel": "approval.cancel"}.get(callback_data.op)
         if action is None:
             await query.answer("This button is not understood.", show_alert=True)
@@ -206,6 +243,14 @@ def build_router() -> Router:
             log.error("%s", exc)
             await query.answer("The executor is not answering; nothing was done. Try again in a minute.", show_alert=True)
             return
+        if reply.status == "denied" and reply.result.get("code_required") and query.message is not None:
+            # A vote that needs the approver's one-time code: ask for it, in the chat of the tap.
+            await query.answer("This one needs your one-time code: reply to my message with the six digits.")
+            await bot.send_message(
+                query.message.chat.id, code_prompt(query.from_user.id, query.from_user.first_name, callback_data.id),
+                reply_markup=ForceReply(selective=True, input_field_placeholder="six digits"),
+            )  # fmt: skip
+            return
         refused = reply.status not in ("done", "pending")
         text = reply.reason[:190] if refused else _tap_answer(callback_data.op, reply.reason)
         await query.answer(text, show_alert=refused)
@@ -215,6 +260,15 @@ def build_router() -> Router:
         await message.reply("Unknown command; /help lists what you may do.")
 
     return router
+
+
+def code_prompt(user_id: int, name: str, approval_id: str) -> str:
+    """Asks one approver for their code; the text names the request (see CODE_PROMPT)."""
+    mention = f'<a href="tg://user?id={user_id}">{esc(name)}</a>'
+    return (
+        f"🔑 One-time code needed for request {code(approval_id)}, {mention}: reply to this message with "
+        f"the six digits your authenticator app shows for Wingman (or send /code {esc(approval_id)} &lt;digits&gt;)."
+    )
 
 
 def _tap_answer(op: str, reason: str) -> str:

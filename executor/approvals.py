@@ -116,7 +116,7 @@ class Vote:
     outcome: str  # "counted", "approved" (this vote completed it), or a refusal below
     reason: str
     factor: str = "none"  # what the vote carried besides its signature: "totp" or "none"
-    code_required: bool = False  # the approval needs the approver's one-time code
+    code_required: bool = False  # the vote lacked the one-time code it needs: ask the approver
 
     @property
     def completed(self) -> bool:
@@ -247,19 +247,19 @@ class Approvals:
             if needs_code:
                 refusal = MISSING if code is None else await code.spend(conn)
                 if refusal is not None:
-                    return Vote(approval, "refused", refusal, factor, code_required=True)
+                    return Vote(approval, "refused", refusal, factor, code_required=refusal == MISSING)
             else:
                 factor = "none"  # a code given where none is needed is neither checked nor spent
             await conn.execute(insert(approval_votes).values(approval_id=approval_id, approver=approver, at=now))
             votes = approval.votes + (approver,)
             if len(votes) < approval.approvals_needed:
                 reason = f"approval {len(votes)} of {approval.approvals_needed} counted"
-                return Vote(await self._load(conn, approval_id), "counted", reason, factor, needs_code)
+                return Vote(await self._load(conn, approval_id), "counted", reason, factor)
             won = await _move(conn, approval_id, PENDING, APPROVED, now, decided_by=",".join(votes))
             updated = await self._load(conn, approval_id)
         if not won:
-            return Vote(updated, "closed", "this request was already decided", factor, needs_code)
-        return Vote(updated, "approved", "approved", factor, needs_code)
+            return Vote(updated, "closed", "this request was already decided", factor)
+        return Vote(updated, "approved", "approved", factor)
 
     async def decide(self, approval_id: str, actor: str, to_state: str, now: float, check: Callable[[Approval], tuple[bool, str]]) -> Vote:
         """Reject (by an approver) or cancel (by the requester) a pending approval."""

@@ -125,12 +125,13 @@ class CodeCheck:
         """None when the code is right and newer than the approver's last (now recorded as
         used, in ``conn``'s transaction); otherwise the reason the vote does not count."""
         user = self.approver.removeprefix("tg:")
-        if self.code is None:
-            return MISSING
+        # An approver without a usable secret is told so before being asked for digits.
         if self.unreadable:
             return UNREADABLE.format(user=user)
         if self.secret is None:
             return NOT_ENROLLED.format(user=user)
+        if self.code is None:
+            return MISSING
         step = matching_step(self.secret, self.code, self.at)
         if step is None:
             return WRONG
@@ -158,7 +159,7 @@ class OneTimeCodes:
 
     async def check_for(self, approver: str, user_id: int, code: str | None, at: float) -> CodeCheck:
         secret, unreadable = None, False
-        if code is not None and self.directory is not None:
+        if self.directory is not None:
             try:
                 secret = await asyncio.to_thread(read_secret, self.directory, user_id)
             except (OSError, ValueError):

@@ -35,7 +35,9 @@ Request
     Actions are the catalogue's (``help``, ``whoami``, ``status``, ``deploy``, …; see
     ``policy.CATALOGUE``) with their arguments in ``args`` (``target`` for the container
     name or vmid, plus e.g. ``image``, ``lines``, ``n``), and these protocol actions:
-    ``approval.approve``, ``approval.reject``, ``approval.cancel`` (``args: {"id": …}``),
+    ``approval.approve``, ``approval.reject``, ``approval.cancel`` (``args: {"id": …}``;
+    an approve also carries ``"code"``, the approver's six-digit one-time code, where the
+    approval needs one: without it the answer is 403 with ``result.code_required: true``),
     ``outbox.poll`` (``args: {"wait": seconds <= 30, "limit": n <= 100}``) and
     ``outbox.ack`` (``args: {"ids": [...], "posted": [{"id", "chat_id", "message_id"}]}``:
     the notifications delivered, and the messages the client created for them). Each

@@ -11,8 +11,9 @@ directory so that restoring is copying it into an empty ``WINGMAN_DATA_DIR``::
     keys/<kid>.pub        the trusted request-signing public keys (and the bot's, when present)
     MANIFEST.json         when, from where, and every file's SHA-256
 
-Private keys (``<audit kid>.key``, ``keys/<bot kid>.key``) only with
-``--include-private-keys``; keep such a backup encrypted.
+Private keys (``<audit kid>.key``, ``keys/<bot kid>.key``) and the approvers' one-time
+code secrets (``approver-codes/``) only with ``--include-private-keys``; keep such a
+backup encrypted.
 
 Order matters for consistency: checkpoints first, then exports, then the database, then
 exports again. A checkpoint copied before the database can only vouch for entries the
@@ -279,6 +280,11 @@ def _copy_keys(
             _copy_private(audit_key, work / audit_key.name)
         else:
             notes.append(f"{audit_key} is not on this host: its private half is not in the backup")
+        # Approvers' one-time code secrets: without them every approver enrolls again.
+        codes = executor.data_dir / "approver-codes"
+        for secret in sorted(codes.iterdir()) if codes.is_dir() else ():
+            if secret.is_file() and not secret.name.startswith("."):
+                _copy_private(secret, work / "approver-codes" / secret.name)
 
     for path in executor.trusted_keys:
         try:

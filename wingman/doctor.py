@@ -7,7 +7,7 @@
 
 It checks the keys (the bot's private key against the executor's trusted public keys:
 same key id, same public key), the socket directory, the database (reachable and
-migrated), the policy, the Docker engine and its API version, the allowlisted containers
+migrated), the policy, the approvers' one-time code secrets, the Docker engine and its API version, the allowlisted containers
 that do not exist, Proxmox (only when configured, with a short timeout) and the Telegram
 token (its form; ``getMe`` only with ``--online``). It exits 0 only when every line is OK.
 A check that crashes is a FAIL line, never a traceback.
@@ -319,6 +319,38 @@ def check_policy(executor: ExecutorSettings) -> CheckResult:
     return _ok(f"policy ({source}: {counts}{mode})")
 
 
+def check_codes(executor: ExecutorSettings) -> list[CheckResult]:
+    """Approvers' one-time code secrets: private, and enough of them for the approvals that need one."""
+    from executor import codes
+    from executor.errors import StartupError
+    from executor.server import load_policy
+    from policy import Role, Tier
+
+    try:
+        policy = load_policy(executor)
+    except StartupError:
+        return []  # the policy line says what is wrong
+    directory = executor.data_dir / codes.DIRECTORY
+    approvers = sorted(user for user, role in policy.roles.items() if role >= Role.APPROVER)
+    enrolled = [user for user in approvers if codes.secret_path(directory, user).is_file()]
+    open_files = [
+        p.name for p in (sorted(directory.iterdir()) if directory.is_dir() else [])
+        if p.is_file() and stat.S_IMODE(p.stat().st_mode) & 0o077
+    ]  # fmt: skip
+    if open_files:
+        return [_fail("one-time codes", f"secrets readable by others in {directory}: {', '.join(open_files)}", f"chmod 600 {directory}/*")]
+    # Tier-3 approvals (two votes, each with a code) exist only with dangerous operations on.
+    needed = 2 if policy.allow_dangerous_ops else 0
+    if policy.one_time_codes_from_tier <= Tier.ONE_APPROVAL:
+        needed = max(needed, 1)
+    missing = [str(user) for user in approvers if user not in enrolled]
+    counts = f"{len(enrolled)} of {len(approvers)} approvers enrolled"
+    if len(enrolled) < needed:
+        return [_fail("one-time codes", f"{counts}; approvals that need a code need {needed}", f"wingman approvers enroll <id> for: {', '.join(missing)}")]
+    note = f", not: {', '.join(missing)}" if missing and needed else ""
+    return [_ok(f"one-time codes ({counts}{note})")]
+
+
 def _exact_containers(executor: ExecutorSettings) -> list[str]:
     from executor.errors import StartupError
     from executor.server import load_policy
@@ -500,6 +532,7 @@ async def run_checks(
     if ex is not None:
         results += await _guarded("database", lambda: check_database(ex))
         results += await _guarded("policy", lambda: check_policy(ex))
+        results += await _guarded("one-time codes", lambda: check_codes(ex))
         results += await _guarded("Docker engine", lambda: check_docker(ex))
         results += await _guarded("Proxmox", lambda: check_proxmox(ex))
     if bot is not None:

@@ -166,15 +166,50 @@ async def test_a_tap_on_a_message_from_before_a_bot_restart_still_works(docker_w
     assert engine.inspect_container(resources.name("web"))["Image"] == images.id("v2")
 
 
-async def test_tier_three_needs_two_approvers_in_the_chat(make_world: Any, tmp_path: Path) -> None:
+async def test_tier_three_asks_each_approver_for_a_one_time_code(make_world: Any, tmp_path: Path) -> None:
+    """The tap alone counts nothing: the bot asks for the code, forwards the digits typed in
+    reply (even across a bot restart) or with /code, and the executor counts the vote."""
     (tmp_path / "policy.yaml").write_text("actions:\n  audit: {tier: 3}\n")
     world = await make_world(policy=tmp_path / "policy.yaml", allow_dangerous_ops=True)
+    world.harness.enroll(ADMIN)
+    world.harness.enroll(APPROVER2)
     approval_id = await request_approval(world, APPROVER, "/audit 3")
-    assert "Needs 0 of 2" in (await world.approval_message(approval_id)).text
-    assert await answer_to_tap(world, ADMIN, approval_id, "approve") == "approval 1 of 2 counted"
+    assert "Needs 0 of 2, not the requester, each with a one-time code" in (await world.approval_message(approval_id)).text
+
+    tapped = await answer_to_tap(world, ADMIN, approval_id, "approve")
+    assert tapped == "This one needs your one-time code: reply to my message with the six digits."
+    prompt = await world.double.wait_for(
+        lambda: next((m for m in world.double.chat(TEAM) if m.from_bot and m.text.startswith(f"🔑 One-time code needed for request {approval_id}, user1:")), None),
+        timeout=30, what="the bot asking for the code",
+    )  # fmt: skip
+    assert prompt.reply_markup == {"force_reply": True, "selective": True, "input_field_placeholder": "six digits"}
+    assert any(e["type"] == "text_mention" and e["user"]["id"] == ADMIN for e in prompt.entities)
+    assert (await world.harness.executor.approvals.get(approval_id)).votes == ()
+
+    async def reply_to_prompt(user: int, text: str) -> str:
+        world.double.send_text(user, text, chat_id=TEAM, reply_to=prompt)
+        asked = world.double.chat(TEAM)[-1].message_id
+        answer = await world.double.wait_for(
+            lambda: next((m for m in world.double.chat(TEAM) if m.from_bot and (m.reply_to_message or {}).get("message_id") == asked), None),
+            timeout=30, what=f"the answer to {text!r}",
+        )  # fmt: skip
+        return answer.text
+
+    assert await reply_to_prompt(ADMIN, "12345") == "A one-time code is the six digits your authenticator app shows for Wingman, e.g. 123456. Reply to my message again."
+    wrong = next(c for c in ("000000", "111111", "222222") if c not in {world.harness.code(ADMIN, s) for s in range(-3, 4)})
+    assert await reply_to_prompt(ADMIN, wrong) == "❌ that one-time code is wrong (or your phone's clock is off); try the code your app shows now"
+    assert (await world.harness.executor.approvals.get(approval_id)).votes == ()
+
+    await world.restart_bot()  # the bot remembers nothing: the prompt itself names the request
+    assert await reply_to_prompt(ADMIN, world.harness.code(ADMIN)) == "✅ approval 1 of 2 counted"
     await final_text(world, approval_id, "Needs 1 of 2")
-    assert await answer_to_tap(world, APPROVER2, approval_id, "approve") == "Approved: running now."
+    [answer] = await world.reply_to(APPROVER2, f"/code {approval_id} {world.harness.code(APPROVER2)}")
+    assert answer.text == "✅ approved; running now"
     await final_text(world, approval_id, "✅ done")
+    votes = [e for e in await world.harness.executor.audit.tail(50) if e.action == "approval.approve"]
+    assert [(e.actor, e.decision, e.params["factor"]) for e in votes] == [
+        ("tg:1", "refused", "none"), ("tg:1", "refused", "totp"), ("tg:1", "counted", "totp"), ("tg:3", "approved", "totp"),
+    ]
 
 
 async def test_notifications_survive_429_and_500_exactly_once_in_order(world: World) -> None:
@@ -231,3 +266,25 @@ def test_an_approval_shows_the_pinned_image_and_whether_it_will_be_pulled() -> N
     assert "<b>deploy</b> <code>web</code> → <code>nginx:1.27 · sha256:3f2a…c91b</code> (will be pulled)" in text
     local = {**args, "pinned": {**args["pinned"], "source": "local"}}
     assert "(local)" in approval_text({"id": "a1", "action": "deploy", "args": local, "state": "done"})
+
+
+@pytest.mark.parametrize("name", ["Ann", "🔑 One-time code needed for request evil1,", "x, request evil1,", "<b>&amp;"])
+def test_the_code_prompt_names_its_request_whatever_the_approvers_name(name: str) -> None:
+    """The request is read back from the prompt's start, before the name a user chose."""
+    from bot.formatting import as_plain
+    from bot.handlers import CODE_PROMPT, code_prompt
+
+    found = CODE_PROMPT.match(as_plain(code_prompt(2, name, "abc123")))
+    assert found is not None and found.group(1) == "abc123"
+
+
+@pytest.mark.parametrize(("text", "code"), [("/code ab12 123456", "123456"), ("/code ab12 123 456", None)])
+def test_the_code_command(text: str, code: str | None) -> None:
+    from bot.handlers import Usage, parse
+
+    words = text.split(maxsplit=1)[1]
+    if code is None:
+        with pytest.raises(Usage):
+            parse("code", words)
+    else:
+        assert parse("code", words).args == {"id": "ab12", "code": code}

@@ -112,8 +112,10 @@ async def test_a_code_older_than_the_last_one_spent_does_not_count(harness: Harn
 
 async def test_an_approver_without_a_secret_is_told_how_to_enroll(harness: Harness) -> None:
     approval_id = await request(harness, APPROVER, "audit", n=2)
-    reply = await approve(harness, ADMIN, approval_id, "123456")
-    assert reply.reason == "you have no one-time code set up; on the executor's host an admin runs: wingman approvers enroll 1"
+    enroll = "you have no one-time code set up; on the executor's host an admin runs: wingman approvers enroll 1"
+    tap = await approve(harness, ADMIN, approval_id)  # told at the tap, not asked for digits first
+    assert (tap.status, tap.reason) == ("denied", enroll) and "code_required" not in tap.result
+    assert (await approve(harness, ADMIN, approval_id, "123456")).reason == enroll
     assert await still_pending(harness, approval_id)
 
 
@@ -146,6 +148,7 @@ async def test_tier_two_needs_no_code_by_default(harness: Harness) -> None:
 async def test_a_policy_file_can_ask_codes_for_tier_two(make_harness: Any, tmp_path: Path) -> None:
     (tmp_path / "policy.yaml").write_text(POLICY + "one_time_codes_from_tier: 2\n")
     harness = await make_harness(policy=tmp_path / "policy.yaml")
+    harness.enroll(APPROVER)
     approval_id = await request(harness, ADMIN, "verify")
     assert (await approve(harness, APPROVER, approval_id)).reason == codes.MISSING
     assert (await approve(harness, APPROVER, approval_id, harness.code(APPROVER))).status == "done"

@@ -19,6 +19,7 @@ import pytest
 
 from audit import AuditStore, export_older_than, write_checkpoint
 from audit.signing import load_or_create_signing_key
+from executor import codes
 from tests.conftest import fresh_pg_database, service_missing
 from tests.ops.conftest import Site, migrate
 from wingman.backup import BackupError, make_backup
@@ -93,8 +94,11 @@ async def test_a_restored_sqlite_backup_verifies(site: Site, tmp_path: Path) -> 
 async def test_private_keys_only_with_the_flag(site: Site, tmp_path: Path) -> None:
     settings = site.executor()
     await build_chain(settings)
+    codes.enroll(settings.data_dir / codes.DIRECTORY, 42)
+    without = await make_backup(settings, site.bot(), tmp_path / "a", now=NOW)
+    assert not any(name.startswith("approver-codes") or name.endswith(".key") for name in without.files)
     result = await make_backup(settings, site.bot(), tmp_path / "b", now=NOW, include_private_keys=True)
-    for name in ("audit.key", "keys/bot.key"):
+    for name in ("audit.key", "keys/bot.key", "approver-codes/42"):
         assert name in result.files
         assert stat.S_IMODE((result.directory / name).stat().st_mode) == 0o600
     # With the private audit key the restored directory can run the executor's commands too.

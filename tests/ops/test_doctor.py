@@ -55,6 +55,24 @@ async def test_a_good_configuration_is_all_ok(site: Site, engine: Any, resources
     assert not [r for r in results if "getMe" in r.what]  # only with --online
 
 
+async def test_one_time_code_secrets_are_counted_and_kept_private(site: Site) -> None:
+    from executor import codes
+
+    directory = site.data / codes.DIRECTORY
+    off = await run_checks(site.executor(approvers=[2, 3]), None, online=False)
+    assert line_starting(off, "one-time codes").ok  # no approval needs a code: dangerous ops are off
+    dangerous = site.executor(approvers=[2, 3], allow_dangerous_ops=True)
+    short = line_starting(await run_checks(dangerous, None, online=False), "one-time codes")
+    assert short.line() == "FAIL one-time codes: 0 of 3 approvers enrolled; approvals that need a code need 2 — wingman approvers enroll <id> for: 1, 2, 3"
+    codes.enroll(directory, 1)
+    codes.enroll(directory, 2)
+    enough = line_starting(await run_checks(dangerous, None, online=False), "one-time codes")
+    assert enough.line() == "OK  one-time codes (2 of 3 approvers enrolled, not: 3)"
+    (directory / "2").chmod(0o644)
+    leaked = line_starting(await run_checks(dangerous, None, online=False), "one-time codes")
+    assert not leaked.ok and "readable by others" in leaked.problem and leaked.fix == f"chmod 600 {directory}/*"
+
+
 async def test_a_trusted_key_from_another_pair_is_found(site: Site) -> None:
     other = site.home / "other"
     generate_key_pair(other, "bot")  # same key id, different key
