@@ -26,6 +26,7 @@ _EXPORTS = {
     "StoreUnavailable": "audit.errors",
     "Tampered": "audit.errors",
     "VerifyReport": "audit.verify",
+    "WitnessError": "audit.checkpoints",
     "canonical_json": "audit.canonical",
     "chain_hash": "audit.canonical",
     "entry_object": "audit.canonical",
@@ -38,6 +39,7 @@ _EXPORTS = {
     "load_public_key": "audit.signing",
     "load_signing_key": "audit.signing",
     "normalize_url": "audit.store",
+    "parse_witness": "audit.checkpoints",
     "verify_chain": "audit.verify",
     "write_checkpoint": "audit.checkpoints",
 }
@@ -68,6 +70,7 @@ __all__ = [
     "StoreUnavailable",
     "Tampered",
     "VerifyReport",
+    "WitnessError",
     "canonical_json",
     "chain_hash",
     "entry_object",
@@ -80,6 +83,7 @@ __all__ = [
     "load_public_key",
     "load_signing_key",
     "normalize_url",
+    "parse_witness",
     "verify_chain",
     "write_checkpoint",
 ]

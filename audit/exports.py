@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit.chain import ChainVerifier
 from audit.canonical import GENESIS_HASH, CanonicalError, canonical_json, format_ts
 from audit.errors import ExportError, Tampered
-from audit.files import ensure_dir, fsync_dir, write_atomic
+from audit.files import ensure_dir, fsync_dir, open_private, write_atomic
 from audit.schema import ROW_FIELDS
 from audit.signing import SigningKey, check_signature, signed_message
 from audit.store import AuditStore, Row
@@ -201,7 +201,7 @@ async def export_older_than(
         tmp = directory / f".{name}.jsonl.gz.tmp"
         count = 0
         try:
-            with open(tmp, "wb") as raw:
+            with open_private(tmp) as raw:
                 with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as packed:
                     async for batch in snapshot.batches(after_seq=exported_through, through_seq=last):
                         packed.write(b"".join(_row_line(row) for row in batch))

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from audit.canonical import canonical_json
 from audit.errors import AuditError, Tampered
+from audit.files import make_private_dir
 
 KID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -64,7 +65,7 @@ def generate_key_pair(out_dir: Path, kid: str) -> tuple[Path, Path]:
         if path.exists():
             raise KeyFileError(f"{path}: already exists; choose another --kid or move the old key away")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(out_dir)  # a new key directory is the owner's alone
     except OSError as exc:
         raise KeyFileError(f"{out_dir}: cannot create the key directory: {exc.strerror}") from None
     private = Ed25519PrivateKey.generate()

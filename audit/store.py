@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import re
 import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
@@ -35,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from audit.batching import GroupCommit
 from audit.canonical import encode_text, canonical_json, chain_hash, entry_object, format_ts
 from audit.errors import AuditError, StoreUnavailable
+from audit.files import create_private, make_private_dir
 from audit.schema import ROW_COLUMNS, ROW_FIELDS, audit_head, audit_log
 
 Row = tuple[Any, ...]  # in the order of audit.schema.ROW_FIELDS
@@ -292,6 +295,7 @@ class AuditStore:
             self._write_batch, max_batch=max_batch, translate=self._failure, name="audit-writer"
         )
         self._closed = False
+        self._listeners: list[Callable[[int], None]] = []
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -308,9 +312,17 @@ class AuditStore:
         if path is not None:
             if migrate:
                 try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
+                    make_private_dir(path.parent)
                 except OSError as exc:
                     raise StoreUnavailable(f"{path.parent}: cannot create the data directory: {exc.strerror}") from None
+                try:
+                    # Born 0600 whatever the umask; SQLite gives its -wal and -shm files the
+                    # database file's mode.
+                    os.close(create_private(path, exclusive=True))
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    raise StoreUnavailable(f"{path}: cannot create the database file: {exc.strerror}") from None
             elif not path.is_file():
                 raise StoreUnavailable(f"{path}: no such database file")
         store = cls(parsed, clock=clock)
@@ -404,7 +416,23 @@ class AuditStore:
             prev = entry_hash
         return rows, entries
 
+    def on_append(self, listener: Callable[[int], None]) -> Callable[[], None]:
+        """Have ``listener(seq)`` told the newest seq after each committed batch; returns the
+        function that stops it. It runs on the append path: it may start work, never wait
+        for it (the scheduler's checkpoint trigger is one)."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
     async def _write_batch(self, batch: list[_Pending]) -> list[AuditEntry]:
+        entries = await self._commit_batch(batch)
+        for listener in list(self._listeners):
+            try:
+                listener(entries[-1].seq)
+            except Exception:  # a listener's fault must not fail the appends that committed
+                logging.getLogger("wingman.audit").exception("an append listener failed")
+        return entries
+
+    async def _commit_batch(self, batch: list[_Pending]) -> list[AuditEntry]:
         if self._sqlite is not None:
             return await self._sqlite.run(self._write_batch_sqlite, batch)
         async with self._writer_engine.begin() as conn:
@@ -461,6 +489,15 @@ class AuditStore:
         if row is None:
             raise StoreUnavailable(f"{describe(self.url)}: the audit_head row is missing")
         return Head(*row)
+
+    async def entry_hash(self, seq: int) -> str | None:
+        """The recorded entry_hash of ``seq``; None when the database has no such entry."""
+        try:
+            async with self._reader_engine.connect() as conn:
+                value = (await conn.execute(select(audit_log.c.entry_hash).where(audit_log.c.seq == seq))).scalar_one_or_none()
+        except (SQLAlchemyError, OSError) as exc:
+            raise _unavailable(self.url, exc) from None
+        return None if value is None else str(value)
 
     async def tail(self, n: int) -> list[AuditEntry]:
         query = select(*ROW_COLUMNS).order_by(audit_log.c.seq.desc()).limit(max(n, 0))

@@ -42,6 +42,16 @@ def _time(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%H:%M UTC")
 
 
+def notice_text(payload: dict[str, Any], kind: str) -> str:
+    """A notification's text, escaped; a checkpoint's witness line below it as code, so that
+    a tap copies it whole for ``wingman audit verify --witness``."""
+    text = esc(payload.get("text", kind))
+    witness = payload.get("witness")
+    if isinstance(witness, str) and witness:
+        text += f"\n{code(witness)}\nKeep it: <code>wingman audit verify --witness \"…\"</code> checks the chain against it."
+    return text
+
+
 def describe_request(action: str, args: dict[str, Any]) -> str:
     """``deploy web → nginx:1.27`` in HTML: the action and its arguments, escaped."""
     words = [f"<b>{esc(action.replace('.', ' '))}</b>"]
@@ -173,7 +183,8 @@ def _audit(result: dict[str, Any]) -> str:
 
 def _verify(result: dict[str, Any]) -> str:
     mark = "✅" if result.get("ok") else "🚨"
-    return f"{mark} {esc(result.get('summary'))}"
+    warnings = [f"\n⚠️ {esc(w)}" for w in result.get("warnings") or []]
+    return f"{mark} {esc(result.get('summary'))}" + "".join(warnings)
 
 
 def _status(result: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 
-from bot.formatting import approval_text, esc
+from bot.formatting import approval_text, notice_text
 from bot.handlers import approval_keyboard, send_text
 from executor.client import ExecutorClient, ExecutorUnreachable, OutboxRefused
 
@@ -161,7 +161,7 @@ class NotificationPump:
         kind = str(event.get("kind"))
         payload = event.get("payload") or {}
         if "approval" not in payload:
-            text = esc(payload.get("text", kind))
+            text = notice_text(payload, kind)
             return (await send_text(self.bot, chat, text, name=kind)).message_id
         approval = payload["approval"]
         text = approval_text(approval, progress=payload.get("progress"), outcome=payload.get("outcome"))

@@ -104,6 +104,7 @@ async def verify(executor: Executor, call: Call) -> Result:
         "broken_seq": report.broken_seq,
         "reason": report.reason,
         "summary": report.summary(),
+        "warnings": report.warnings,
     }
     return Result(report.summary(), data)
 

@@ -31,6 +31,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit import AuditError, AuditStore, load_public_key, write_checkpoint
+from audit.files import make_private_dir
 from audit.signing import KeyFileError, load_or_create_signing_key
 from audit.store import make_engine, normalize_url, upgrade_schema
 from executor import codes
@@ -235,6 +236,14 @@ def load_trusted_keys(settings: ExecutorSettings) -> dict[str, Any]:
     return trusted
 
 
+def prepare_data_dir(settings: ExecutorSettings) -> None:
+    """The data directory, created private whatever the umask, before any key or database."""
+    try:
+        make_private_dir(settings.data_dir, settings.data_dir_mode)
+    except OSError as exc:
+        raise StartupError(f"WINGMAN_DATA_DIR: cannot create {settings.data_dir}: {exc.strerror}") from None
+
+
 class Daemon:
     """One running executor: its store, its socket, its background jobs."""
 
@@ -259,6 +268,7 @@ class Daemon:
         await self._take_lease()
         settings = self.settings
         policy = load_policy(settings)
+        prepare_data_dir(settings)
         try:
             schedule = ScheduleConfig(**{name: getattr(settings, name) for name in ENV_NAMES})
         except ScheduleConfigError as exc:

@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -526,7 +527,7 @@ class Executor:
         await self._record(request.actor, request.action, status, _shown_target(request.args), _audit_params(request.args), reason, request_id)
         return Reply(status, reason, request_id)
 
-    async def verify_audit(self) -> VerifyReport:
+    async def verify_audit(self, now: datetime | None = None) -> VerifyReport:
         """The whole trail verified (``audit.verify_chain``) off the event loop.
 
         A million entries take seconds of hashing: it runs in a thread with an event loop
@@ -538,7 +539,7 @@ class Executor:
         async def verify() -> VerifyReport:
             store = await AuditStore.open(url, migrate=False)
             try:
-                return await verify_chain(store, export_path, trusted)
+                return await verify_chain(store, export_path, trusted, now=now)
             finally:
                 await store.close()
 

@@ -24,6 +24,7 @@ import tzlocal
 ENV_NAMES: dict[str, str] = {
     "verify_at": "WINGMAN_VERIFY_AT",
     "checkpoint_at": "WINGMAN_CHECKPOINT_AT",
+    "checkpoint_every": "WINGMAN_CHECKPOINT_EVERY",
     "retention_at": "WINGMAN_RETENTION_AT",
     "report_at": "WINGMAN_REPORT_AT",
     "weekly_report_day": "WINGMAN_WEEKLY_REPORT_DAY",
@@ -78,6 +79,7 @@ class ScheduleConfig:
 
     verify_at: str = "02:30"
     checkpoint_at: str = "00:05"
+    checkpoint_every: int = 1000  # entries; a checkpoint is also written hourly while entries were added
     retention_at: str = "03:00"
     report_at: str = "08:00"
     weekly_report_day: str = "mon"

@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit import AuditEntry, AuditError, Tampered, export_older_than, write_checkpoint
 from audit.canonical import format_ts
+from audit.checkpoints import CHECKPOINT_INTERVAL, Checkpoint, newest_checkpoint
+from audit.errors import CheckpointError
 from audit.verify import VerifyReport
 from scheduler.config import ScheduleConfig
 from scheduler.reports import APPROVAL_LOOKBACK, ReportCollector, counts, duration, local, render
@@ -45,6 +47,11 @@ class JobContext:
     engine: AsyncEngine
     config: ScheduleConfig
     chain_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Checkpoints are written one at a time; the newest this process signed is kept in
+    # memory too, so deleting the files does not make it sign a rewritten chain.
+    checkpoint_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    checkpointed_seq: int = 0
+    last_checkpoint: Checkpoint | None = None
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.executor.clock(), timezone.utc)
@@ -57,9 +64,11 @@ class JobResult:
     text: str | None = None  # for the chat; None: nothing worth a message
     params: dict[str, Any] = field(default_factory=dict)  # figures for the audit entry (no floats)
     then_run: tuple[str, ...] = ()  # job ids to run right after this one
+    witness: str | None = None  # a checkpoint line for people to keep: the chat shows it to copy
 
 
 Job = Callable[[JobContext, datetime], Awaitable[JobResult]]
+FREQUENT_CHECKPOINT = "checkpoint-frequent"  # the job the append trigger runs every N entries
 Schedule = Callable[[ScheduleConfig, tzinfo], BaseTrigger]
 
 
@@ -80,7 +89,7 @@ async def verify(ctx: JobContext, now: datetime) -> JobResult:
     executor = ctx.executor
     async with ctx.chain_lock:
         try:
-            report = await executor.verify_audit()  # in a thread: requests are answered meanwhile
+            report = await executor.verify_audit(now=now)  # in a thread: requests are answered meanwhile
         except AuditError as exc:
             # Nothing can be concluded (unreadable database, checkpoint by an unknown key):
             # that is not a success, and someone must look.
@@ -98,6 +107,10 @@ async def verify(ctx: JobContext, now: datetime) -> JobResult:
         params.update(broken_seq=report.broken_seq, reason=report.reason)
         return JobResult(ALERT, report.summary(), verify_alert_text(report), params)
     executor.last_verified.record(now)  # for /v1/metrics, which does not search the log for it
+    if report.warnings:
+        params["warnings"] = report.warnings
+        text = "\n".join(["⚠️ Audit chain intact, but checkpoints are overdue", *report.warnings, verify_ok_text(report)])
+        return JobResult(ALERT, f"{report.summary()}; warning: {'; '.join(report.warnings)}", text, params)
     return JobResult(OK, report.summary(), verify_ok_text(report), params)
 
 
@@ -170,22 +183,77 @@ async def watchdog(ctx: JobContext, now: datetime) -> JobResult:
 # -- checkpoint -----------------------------------------------------------------------------
 
 
-async def checkpoint(ctx: JobContext, now: datetime) -> JobResult:
-    """Sign the chain head into a checkpoint file under the export path."""
+async def sign_head(ctx: JobContext, now: datetime, *, only_if_new: bool = False) -> Checkpoint | None:
+    """Sign the chain head into a checkpoint file, unless the chain no longer agrees with the
+    newest checkpoint (``Tampered``): the executor must not vouch for a rewrite of what it
+    vouched for before. With ``only_if_new``, None when nothing was added since the last one."""
     executor = ctx.executor
-    head = await executor.audit.head()
-    try:
+    async with ctx.checkpoint_lock:
+        head = await executor.audit.head()
+        if only_if_new and head.seq <= ctx.checkpointed_seq:
+            return None
+        try:
+            on_disk = await asyncio.to_thread(newest_checkpoint, executor.export_path, executor.trusted_audit_keys)
+        except CheckpointError:
+            on_disk = None  # signed by an earlier audit key, or unreadable: verification says so
+        known = [c for c in (on_disk, ctx.last_checkpoint) if c is not None and c.origin == head.origin]
+        previous = max(known, key=lambda c: c.seq, default=None)
+        if on_disk is not None and on_disk.origin != head.origin:
+            raise Tampered(on_disk.seq, f"checkpoint {on_disk.name} belongs to chain {on_disk.origin}, this database is {head.origin}")
+        if previous is not None:
+            if head.seq < previous.seq:
+                raise Tampered(
+                    head.seq + 1, f"the chain head is at seq {head.seq} but checkpoint {previous.name} vouches for seq {previous.seq}"
+                )
+            recorded = await executor.audit.entry_hash(previous.seq)
+            # None: moved out by retention (its signed export vouches) or deleted (verification finds it).
+            if recorded is not None and recorded != previous.entry_hash:
+                raise Tampered(previous.seq, f"seq {previous.seq} differs from checkpoint {previous.name} (the chain was rewritten)")
         # A small file, but fsynced twice: off the event loop.
         written = await asyncio.to_thread(write_checkpoint, head, executor.export_path, executor.audit_key, now)
-    except AuditError as exc:
+        ctx.checkpointed_seq = max(ctx.checkpointed_seq, written.seq)
+        ctx.last_checkpoint = written
+        return written
+
+
+def _not_written(exc: AuditError | Tampered) -> JobResult:
+    if isinstance(exc, Tampered):
+        reason = f"broken at seq {exc.seq}: {exc.reason}"
         text = (
-            f"🚨 Audit checkpoint NOT written\n{exc}\n"
-            "Without checkpoints a deleted tail of the audit log would go unnoticed."
+            f"🚨 Audit checkpoint NOT written: the chain no longer matches its last checkpoint\n{reason}\n"
+            "Run `wingman audit verify` on the host."
         )
-        return JobResult(ALERT, f"checkpoint not written: {exc}", text)
+    else:
+        reason = str(exc)
+        text = f"🚨 Audit checkpoint NOT written\n{exc}\nWithout checkpoints a deleted tail of the audit log would go unnoticed."
+    return JobResult(ALERT, f"checkpoint not written: {reason}", text)
+
+
+async def checkpoint(ctx: JobContext, now: datetime) -> JobResult:
+    """The daily checkpoint, posted to the chat as a witness line people can paste back."""
+    try:
+        written = await sign_head(ctx, now)
+    except (AuditError, Tampered) as exc:
+        return _not_written(exc)
+    assert written is not None
     short = written.entry_hash[:12]
-    params = {"seq": written.seq, "entry_hash": written.entry_hash, "file": written.path.name}
-    return JobResult(OK, f"checkpoint at seq {written.seq} ({short})", f"🔏 Audit checkpoint: seq {written.seq} · {short}…", params)
+    params = {"seq": written.seq, "entry_hash": written.entry_hash, "file": written.name}
+    return JobResult(
+        OK, f"checkpoint at seq {written.seq} ({short})", f"🔏 Audit checkpoint: seq {written.seq} · {short}…", params,
+        witness=written.witness_line(),
+    )  # fmt: skip
+
+
+async def frequent_checkpoint(ctx: JobContext, now: datetime) -> JobResult:
+    """A checkpoint when entries were added since the last one (hourly, and every
+    ``checkpoint_every`` entries when the scheduler's append trigger asks)."""
+    try:
+        written = await sign_head(ctx, now, only_if_new=True)
+    except (AuditError, Tampered) as exc:
+        return _not_written(exc)
+    if written is None:
+        return JobResult(OK, "nothing added since the last checkpoint")
+    return JobResult(OK, f"checkpoint at seq {written.seq}", params={"seq": written.seq, "file": written.name})
 
 
 # -- retention ------------------------------------------------------------------------------
@@ -319,6 +387,10 @@ def _watchdog_interval(config: ScheduleConfig, tz: tzinfo) -> BaseTrigger:
     return IntervalTrigger(minutes=config.watchdog_minutes, timezone=tz)
 
 
+def _checkpoint_interval(config: ScheduleConfig, tz: tzinfo) -> BaseTrigger:
+    return IntervalTrigger(seconds=int(CHECKPOINT_INTERVAL.total_seconds()), timezone=tz)
+
+
 def _expiry_interval(config: ScheduleConfig, tz: tzinfo) -> BaseTrigger:
     return IntervalTrigger(seconds=config.expiry_sweep_seconds, timezone=tz)
 
@@ -327,6 +399,7 @@ JOBS: tuple[JobSpec, ...] = (
     JobSpec("verify", "audit chain verification", verify, _daily("verify_at")),
     JobSpec("verify-watchdog", "verification watchdog", watchdog, _watchdog_interval, quiet=True),
     JobSpec("checkpoint", "audit checkpoint", checkpoint, _daily("checkpoint_at")),
+    JobSpec(FREQUENT_CHECKPOINT, "frequent audit checkpoint", frequent_checkpoint, _checkpoint_interval, quiet=True),
     JobSpec("retention", "retention", retention, _daily("retention_at")),
     JobSpec("daily-report", "daily audit report", daily_report, _daily("report_at")),
     JobSpec("weekly-report", "weekly audit report", weekly_report, _weekly),

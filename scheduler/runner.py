@@ -26,8 +26,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit.canonical import format_ts
+from audit.checkpoints import newest_checkpoint_seq
 from scheduler.config import ScheduleConfig
-from scheduler.jobs import JOBS, JobContext, JobResult, JobSpec
+from scheduler.jobs import FREQUENT_CHECKPOINT, JOBS, JobContext, JobResult, JobSpec
 from scheduler.reports import zone_name
 from scheduler.runs import ACTOR, ERROR, OK, STARTED, action_of
 
@@ -63,11 +64,19 @@ class Scheduler:
                 misfire_grace_time=grace,
             )
         self._running: set[asyncio.Task[Any]] = set()
+        self._checkpointing: asyncio.Task[Any] | None = None
+        self._first_append = True
+        self._retry_at = 0
+        self._stop_listening: Any = None
 
     # -- starting and stopping ------------------------------------------------------------
 
     def start(self) -> None:
         """Start firing jobs; call from inside the executor's running event loop."""
+        ctx = self.context
+        if FREQUENT_CHECKPOINT in self.jobs:
+            ctx.checkpointed_seq = max(ctx.checkpointed_seq, newest_checkpoint_seq(ctx.executor.export_path))
+            self._stop_listening = ctx.executor.audit.on_append(self._appended)
         self.aps.start()
         upcoming = (f"{job_id} {when:%Y-%m-%d %H:%M}" for job_id, when in self.next_runs().items() if when is not None)
         log.info("scheduler started (%s); next runs: %s", zone_name(self.tz), ", ".join(upcoming))
@@ -78,6 +87,9 @@ class Scheduler:
 
     async def shutdown(self, timeout: float = SHUTDOWN_GRACE) -> None:
         """Start no new run, wait up to ``timeout`` for running ones, cancel the rest, stop."""
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
         if not self.aps.running:
             return
         self.aps.pause()
@@ -92,11 +104,33 @@ class Scheduler:
         # is left scheduled when this returns.
         await asyncio.sleep(0)
 
+    @property
+    def checkpointing(self) -> asyncio.Task[Any] | None:
+        """The checkpoint run the append trigger started last (done or not), if any."""
+        return self._checkpointing
+
     def next_runs(self) -> dict[str, datetime | None]:
         """Each job's next run time (in the schedule's zone); None for a paused job."""
         return {job.id: getattr(job, "next_run_time", None) for job in self.aps.get_jobs()}
 
     # -- running --------------------------------------------------------------------------
+
+    def _appended(self, seq: int) -> None:
+        """The audit store's append listener: start a checkpoint every ``checkpoint_every``
+        entries, and at the first append after a start that finds entries no checkpoint
+        covers (a crash). Never waits: the append path goes on at once."""
+        ctx = self.context
+        every = ctx.config.checkpoint_every
+        uncovered_at_start = self._first_append and seq - 1 > ctx.checkpointed_seq
+        self._first_append = False
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return
+        # A run that failed (and alerted) is tried again after another N entries, not at once.
+        if uncovered_at_start or seq >= max(ctx.checkpointed_seq + every, self._retry_at):
+            self._retry_at = seq + every
+            task = asyncio.create_task(self._scheduled(FREQUENT_CHECKPOINT), name=FREQUENT_CHECKPOINT)
+            self._running.add(task)  # shutdown waits for it even before it first runs
+            self._checkpointing = task
 
     async def _scheduled(self, job_id: str) -> None:
         """What APScheduler calls: a run, tracked so that shutdown can wait for it."""
@@ -129,7 +163,8 @@ class Scheduler:
                     actor=ACTOR, action=action, decision=result.status, outcome=result.summary, params=result.params
                 )
             if result.text is not None:
-                await ctx.executor.outbox.add(action, {"text": result.text}, now=ctx.executor.clock())
+                payload = {"text": result.text, **({"witness": result.witness} if result.witness else {})}
+                await ctx.executor.outbox.add(action, payload, now=ctx.executor.clock())
         except asyncio.CancelledError:
             await self._record_cancelled(action)
             raise

@@ -60,15 +60,32 @@ def _audit_key(settings: ExecutorSettings) -> SigningKey:
     return load_or_create_signing_key(settings.audit_key_path)
 
 
+def _witness_lines(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(label, line) of every --witness and every non-blank line of every --witness-file."""
+    lines = [(f"--witness {index}", line) for index, line in enumerate(args.witness, start=1)]
+    for path in args.witness_file:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"--witness-file {path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        lines += [(f"{path} line {number}", line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    return lines
+
+
 async def _audit_verify(args: argparse.Namespace) -> int:
+    from audit.checkpoints import parse_witness
+
     settings = _executor_settings(args)
     trusted = _trusted_audit_keys(settings, args.key)
+    witnesses = [parse_witness(line, label, trusted) for label, line in _witness_lines(args)]
     store = await audit.AuditStore.open(settings.database_url, migrate=False)
     try:
-        report = await audit.verify_chain(store, settings.export_path, trusted)
+        report = await audit.verify_chain(store, settings.export_path, trusted, witnesses=witnesses)
     finally:
         await store.close()
     print(report.summary())
+    for warning in report.warnings:
+        print(f"warning: {warning}")
     for note in report.notes:
         print(f"note: {note}")
     return EXIT_OK if report.ok else EXIT_BROKEN
@@ -83,6 +100,7 @@ async def _audit_checkpoint(args: argparse.Namespace) -> int:
     finally:
         await store.close()
     print(f"checkpoint at seq {checkpoint.seq} ({checkpoint.entry_hash[:16]}…) written to {checkpoint.path}")
+    print(f"witness line (keep a copy off this host): {checkpoint.witness_line()}")
     return EXIT_OK
 
 
@@ -295,6 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--key", metavar="FILE", type=Path, action="append", default=[],
         help="also trust this audit public key (repeatable); the configured audit key is always trusted",
+    )  # fmt: skip
+    verify.add_argument(
+        "--witness", metavar="LINE", action="append", default=[],
+        help="a checkpoint line as the team chat shows it ('wingman-checkpoint v1 ...'; repeatable)",
+    )  # fmt: skip
+    verify.add_argument(
+        "--witness-file", metavar="FILE", type=Path, action="append", default=[],
+        help="a file of checkpoint lines, one a line (repeatable)",
     )  # fmt: skip
     export = audit_parser("export", "move entries past retention into signed export files", _audit_export)
     export.add_argument("--days", type=_positive, help="export entries older than this (default: RETENTION_AUDIT_DAYS)")

@@ -180,6 +180,49 @@ def check_audit_key(executor: ExecutorSettings) -> CheckResult:
     return _ok(f"audit key {path} (key id {key.kid})")
 
 
+def _wide(path: Path, allowed: int) -> tuple[Path, int] | None:
+    """``path`` and its mode when it grants more than ``allowed``; None when not (or absent)."""
+    try:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+    except OSError:
+        return None
+    return (path, mode) if mode & ~allowed else None
+
+
+def check_private_files(executor: ExecutorSettings) -> CheckResult:
+    """The data directory 0700, the database, the audit key and the audit files 0600 (the
+    executor makes them so; older installs and hand-made ones may be wider)."""
+    from audit.store import normalize_url, sqlite_path
+
+    what = "private files"
+    data = executor.data_dir
+    if not data.exists():
+        return _ok(f"{what} (absent: the executor creates {data} mode {executor.data_dir_mode:04o})")
+    directories = [(data, executor.data_dir_mode), (executor.export_path, 0o700), *((d, 0o700) for d in _subdirs(executor.export_path))]
+    wide_dirs = [found for path, allowed in directories if (found := _wide(path, allowed))]
+    files = [executor.audit_key_path]
+    database = sqlite_path(normalize_url(executor.database_url))
+    if database is not None:
+        files += [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+    for directory in _subdirs(executor.export_path):
+        files += [path for path in directory.iterdir() if path.is_file()]
+    wide_files = [found for path in files if (found := _wide(path, 0o600))]
+    if not wide_dirs and not wide_files:
+        return _ok(f"{what} ({data} and the audit files are this user's alone)")
+    fixes = []
+    if wide_dirs:
+        fixes.append("chmod 0700 " + " ".join(str(path) for path, _ in wide_dirs))
+    if wide_files:
+        fixes.append("chmod 0600 " + " ".join(str(path) for path, _ in wide_files))
+    shown = [f"{path} ({mode:04o})" for path, mode in [*wide_dirs, *wide_files]]
+    more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+    return _fail(what, f"other users can read {', '.join(shown[:3])}{more}", " && ".join(fixes))
+
+
+def _subdirs(export_path: Path) -> list[Path]:
+    return [path for path in (export_path / "checkpoints", export_path / "exports") if path.is_dir()]
+
+
 def _creatable(directory: Path) -> bool:
     """Whether ``directory`` exists writable, or could be made by this user."""
     probe = directory
@@ -526,6 +569,7 @@ async def run_checks(
         results += await _guarded("bot key trusted by the executor", lambda: check_key_pair(ex, bot))
     if ex is not None:
         results += await _guarded("audit key", lambda: check_audit_key(ex))
+        results += await _guarded("private files", lambda: check_private_files(ex))
     settings = ex if ex is not None else bot
     if settings is not None:
         results += await _guarded("socket directory", lambda: check_socket(settings))

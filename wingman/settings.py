@@ -104,7 +104,8 @@ class ExecutorSettings(_Settings):
     proxmox_verify_ssl: Flag = setting(True, "PROXMOX_VERIFY_SSL", "Check the Proxmox server's TLS certificate.", group=PROXMOX)
     proxmox_ca_bundle: Path | None = setting(None, "PROXMOX_CA_BUNDLE", "A PEM file of the CA that signed the Proxmox certificate (e.g. the cluster's own CA). Default: the system's CAs.", group=PROXMOX, example="/etc/wingman/pve-root-ca.pem")
     verify_at: str = setting("02:30", "WINGMAN_VERIFY_AT", "Nightly audit chain verification (HH:MM); an alert also fires when none succeeded for 26 hours.", group=JOBS)
-    checkpoint_at: str = setting("00:05", "WINGMAN_CHECKPOINT_AT", "Daily signed checkpoint, also posted to the team chat.", group=JOBS)
+    checkpoint_at: str = setting("00:05", "WINGMAN_CHECKPOINT_AT", "Daily signed checkpoint, posted to the team chat as a line to paste back into wingman audit verify --witness.", group=JOBS)
+    checkpoint_every: int = setting(1000, "WINGMAN_CHECKPOINT_EVERY", "Also write a signed checkpoint every this many audit entries (and at least hourly while entries were added).", group=JOBS, ge=1)
     retention_at: str = setting("03:00", "WINGMAN_RETENTION_AT", "Retention: export old audit entries (signed), then prune old operational rows.", group=JOBS)
     report_at: str = setting("08:00", "WINGMAN_REPORT_AT", "Daily audit report.", group=JOBS)
     weekly_report_day: str = setting("mon", "WINGMAN_WEEKLY_REPORT_DAY", "Day of the weekly report (mon ... sun).", group=JOBS)
@@ -120,6 +121,13 @@ class ExecutorSettings(_Settings):
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite+aiosqlite:///{self.data_dir / 'wingman.db'}"
+
+    @property
+    def data_dir_mode(self) -> int:
+        """What the executor makes its data directory: 0700; 0710 when the socket lives inside
+        it and other uids may connect (their group passes through to it and lists nothing)."""
+        inside = self.socket_path.resolve().is_relative_to(self.data_dir.resolve())
+        return 0o710 if inside and self.allowed_uids else 0o700
 
     @property
     def audit_key_path(self) -> Path:

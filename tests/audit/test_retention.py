@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from audit import AuditStore, ExportError, SigningKey, export_older_than, load_manifests, verify_chain
+from audit import AuditStore, ExportError, SigningKey, export_older_than, load_manifests, verify_chain, write_checkpoint
 from tests.audit.helpers import Clock, execute, fill, flip, read_rows
 
 DAYS = 90
 
 
-async def aged_store(url: str, clock: Clock) -> AuditStore:
-    """15 entries: 5 at day 0, 5 at day 50, 5 at day 100 (now)."""
+async def aged_store(url: str, clock: Clock, export_path: Path | None = None, key: SigningKey | None = None) -> AuditStore:
+    """15 entries: 5 at day 0, 5 at day 50, 5 at day 100 (now); with ``key``, checkpointed
+    as the executor would have (verification expects old entries to be covered)."""
     store = await AuditStore.open(url, clock=clock)
     for _ in range(3):
         await fill(store, 5)
         clock.advance(days=50)
     clock.advance(days=-50)
+    if export_path is not None and key is not None:
+        write_checkpoint(await store.head(), export_path, key, clock.now)
     return store
 
 
@@ -27,12 +32,12 @@ async def test_only_entries_past_retention_leave_and_nothing_is_lost(
     db_url: str, export_path: Path, audit_key: SigningKey, trusted: dict
 ) -> None:
     clock = Clock()
-    store = await aged_store(db_url, clock)
+    store = await aged_store(db_url, clock, export_path, audit_key)
     original = await read_rows(db_url)
     try:
         # The boundary lands exactly on the day-50 entries' timestamp: strictly older leaves.
         result = await export_older_than(store, export_path, audit_key, clock.now - timedelta(days=50), clock.now, trusted)
-        report = await verify_chain(store, export_path, trusted)
+        report = await verify_chain(store, export_path, trusted, now=clock.now)
     finally:
         await store.close()
     assert (result.first_seq, result.last_seq, result.exported, result.removed) == (1, 5, 5, 5)
@@ -46,13 +51,13 @@ async def test_a_second_export_continues_the_first(
     db_url: str, export_path: Path, audit_key: SigningKey, trusted: dict
 ) -> None:
     clock = Clock()
-    store = await aged_store(db_url, clock)
+    store = await aged_store(db_url, clock, export_path, audit_key)
     try:
         await export_older_than(store, export_path, audit_key, clock.now - timedelta(days=DAYS), clock.now, trusted)
         clock.advance(days=60)
         second = await export_older_than(store, export_path, audit_key, clock.now - timedelta(days=DAYS), clock.now, trusted)
         await fill(store, 2)
-        report = await verify_chain(store, export_path, trusted)
+        report = await verify_chain(store, export_path, trusted, now=clock.now)
     finally:
         await store.close()
     assert (second.first_seq, second.last_seq) == (6, 10)
@@ -70,9 +75,9 @@ async def test_everything_exported_then_appending_continues_the_sequence(
         clock.advance(days=DAYS + 1)
         await export_older_than(store, export_path, audit_key, clock.now - timedelta(days=DAYS), clock.now, trusted)
         assert await read_rows(sqlite_url) == []
-        assert (await verify_chain(store, export_path, trusted)).ok
+        assert (await verify_chain(store, export_path, trusted, now=clock.now)).ok
         entry = await store.append(actor="a", action="x", decision="d")
-        report = await verify_chain(store, export_path, trusted)
+        report = await verify_chain(store, export_path, trusted, now=clock.now)
     finally:
         await store.close()
     assert entry.seq == 5 and report.ok and report.entries == 5
@@ -91,7 +96,7 @@ async def test_only_an_unbroken_run_from_the_oldest_is_exported(
         await fill(store, 2)  # day 0 again, but after newer entries
         clock.advance(days=200)
         result = await export_older_than(store, export_path, audit_key, clock.now - timedelta(days=DAYS), clock.now, trusted)
-        assert (await verify_chain(store, export_path, trusted)).ok
+        assert (await verify_chain(store, export_path, trusted, now=clock.now)).ok
     finally:
         await store.close()
     assert (result.first_seq, result.last_seq) == (1, 3)
@@ -156,7 +161,7 @@ async def test_an_export_whose_prune_was_interrupted_is_finished_next_time(
     sqlite_url: str, export_path: Path, audit_key: SigningKey, trusted: dict
 ) -> None:
     clock = Clock()
-    store = await aged_store(sqlite_url, clock)
+    store = await aged_store(sqlite_url, clock, export_path, audit_key)
     await store.close()
     failing = await FailingPrune.open(sqlite_url, clock=clock)
     cutoff = clock.now - timedelta(days=DAYS)
@@ -164,16 +169,34 @@ async def test_an_export_whose_prune_was_interrupted_is_finished_next_time(
         with pytest.raises(OSError):
             await export_older_than(failing, export_path, audit_key, cutoff, clock.now, trusted)
         # Both copies exist now: verification takes the export's and still passes.
-        report = await verify_chain(failing, export_path, trusted)
+        report = await verify_chain(failing, export_path, trusted, now=clock.now)
         assert report.ok and report.entries == 15
     finally:
         await failing.close()
     store = await AuditStore.open(sqlite_url, clock=clock)
     try:
         again = await export_older_than(store, export_path, audit_key, cutoff, clock.now, trusted)
-        report = await verify_chain(store, export_path, trusted)
+        report = await verify_chain(store, export_path, trusted, now=clock.now)
     finally:
         await store.close()
     assert again.exported == 0
     assert [row["seq"] for row in await read_rows(sqlite_url)] == list(range(6, 16))
     assert report.ok and report.entries == 15
+
+
+async def test_export_files_are_private_whatever_the_umask(
+    sqlite_url: str, export_path: Path, audit_key: SigningKey, trusted: dict
+) -> None:
+    clock = Clock()
+    store = await aged_store(sqlite_url, clock)
+    previous = os.umask(0o022)  # the usual login default
+    try:
+        result = await export_older_than(store, export_path, audit_key, clock.now - timedelta(days=DAYS), clock.now, trusted)
+    finally:
+        os.umask(previous)
+        await store.close()
+    assert result.exported == 5
+    exports = export_path / "exports"
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in [export_path, exports]} == {"audit": 0o700, "exports": 0o700}
+    files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in exports.iterdir()}
+    assert len(files) == 2 and set(files.values()) == {0o600}, files

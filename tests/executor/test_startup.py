@@ -111,3 +111,52 @@ def test_two_trusted_keys_with_one_id_stop_the_daemon_naming_both(tmp_path: Path
     [line] = result.stderr.strip().splitlines()
     assert str(first) in line and str(second) in line and "same key id 'bot'" in line
     assert not sock.exists()
+
+
+def test_files_are_private_whatever_the_umask(tmp_path: Path, socket_dir: Path) -> None:
+    from wingman.doctor import check_private_files
+    from wingman.settings import ExecutorSettings
+
+    generate_key_pair(tmp_path / "keys", "bot")
+    sock = socket_dir / "executor.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WINGMAN_")}
+    env.update(PYTHONPATH=str(ROOT), WINGMAN_SOCKET=str(sock), WINGMAN_TRUSTED_KEYS=str(tmp_path / "keys" / "bot.pub"))
+
+    def loose_umask() -> None:
+        os.umask(0o022)  # the usual login default, under which data/ was 0755 and wingman.db 0644
+
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "wingman", "executor"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True,
+        preexec_fn=loose_umask,
+    )  # fmt: skip
+    try:
+        assert daemon.stderr is not None
+        for line in daemon.stderr:
+            if "executor listening on" in line:
+                break
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+
+    data = tmp_path / "data"
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    directories = [data, data / "audit", data / "audit" / "checkpoints"]
+    files = [data / "wingman.db", data / "audit.key", *(data / "audit" / "checkpoints").iterdir()]
+    files += [path for path in (data / "wingman.db-wal", data / "wingman.db-shm") if path.exists()]
+    assert len(files) >= 3
+    assert {str(d): mode(d) for d in directories} == {str(d): 0o700 for d in directories}
+    assert {str(f): mode(f) for f in files} == {str(f): 0o600 for f in files}
+
+    settings = ExecutorSettings(_env_file=None, data_dir=data, socket=sock)
+    assert check_private_files(settings).ok, check_private_files(settings).line()
+    os.chmod(data, 0o755)
+    os.chmod(data / "wingman.db", 0o644)
+    result = check_private_files(settings)
+    assert not result.ok
+    assert f"{data} (0755)" in result.problem and f"{data / 'wingman.db'} (0644)" in result.problem
+    assert result.fix == f"chmod 0700 {data} && chmod 0600 {data / 'wingman.db'}"

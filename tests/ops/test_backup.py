@@ -26,7 +26,8 @@ from wingman.backup import BackupError, make_backup
 from wingman.settings import ExecutorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-NOW = datetime(2026, 5, 10, 12, 0, tzinfo=timezone.utc)
+# Recent: `wingman audit verify` expects a checkpoint for entries older than the checkpoint interval.
+NOW = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=10)
 
 
 async def build_chain(settings: ExecutorSettings) -> None:
@@ -69,7 +70,7 @@ async def test_a_restored_sqlite_backup_verifies(site: Site, tmp_path: Path) -> 
     settings = site.executor()
     await build_chain(settings)
     result = await make_backup(settings, site.bot(), tmp_path / "backups", now=NOW)
-    assert result.directory == tmp_path / "backups" / "wingman-backup-20260510T120000Z"
+    assert result.directory == tmp_path / "backups" / f"wingman-backup-{NOW:%Y%m%dT%H%M%SZ}"
     assert stat.S_IMODE(result.directory.stat().st_mode) == 0o700
     assert result.verified is not None and "6 of them in exports" in result.verified
     files = set(result.files)

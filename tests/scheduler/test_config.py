@@ -93,7 +93,7 @@ def test_every_job_has_an_explicit_id_coalesces_and_never_doubles() -> None:
     # Only the config is read while jobs are added: no daemon needed.
     scheduler = build_scheduler(None, None, config)  # type: ignore[arg-type]
     jobs = {job.id: job for job in scheduler.aps.get_jobs()}
-    assert set(jobs) == {"verify", "verify-watchdog", "checkpoint", "retention", "daily-report", "weekly-report", "approval-expiry"}
+    assert set(jobs) == {"verify", "verify-watchdog", "checkpoint", "checkpoint-frequent", "retention", "daily-report", "weekly-report", "approval-expiry"}
     for job in jobs.values():
         assert job.coalesce is True
         assert job.max_instances == 1

@@ -35,7 +35,7 @@ async def test_an_intact_chain_gets_a_short_green_summary(db_url: str, make_sche
     assert finished.outcome is not None and finished.outcome.startswith(f"ok: {total} entries")
 
 
-async def test_the_checkpoint_is_written_and_posted_as_one_line(make_scheduler: MakeScheduler) -> None:
+async def test_the_checkpoint_is_written_and_posted_with_its_witness_line(make_scheduler: MakeScheduler) -> None:
     harness, scheduler = await make_scheduler()
     result = await scheduler.run_job("checkpoint")
     head = await harness.executor.audit.head()  # the run's "ok" entry came after the checkpoint
@@ -45,6 +45,7 @@ async def test_the_checkpoint_is_written_and_posted_as_one_line(make_scheduler: 
     assert text == f"🔏 Audit checkpoint: seq {head.seq - 1} · {result.params['entry_hash'][:12]}…"
     [written] = load_checkpoints(harness.settings.export_path, harness.executor.trusted_audit_keys)
     assert (written.seq, written.entry_hash) == (result.params["seq"], result.params["entry_hash"])
+    assert result.witness == written.witness_line()
 
 
 async def test_a_tampered_entry_raises_an_alert_naming_its_seq(db_url: str, make_scheduler: MakeScheduler) -> None:
