@@ -265,10 +265,10 @@ class Daemon:
         self._lease: Lease | None = None
 
     async def start(self) -> None:
+        prepare_data_dir(self.settings)  # first: the lease's lock file lives in it
         await self._take_lease()
         settings = self.settings
         policy = load_policy(settings)
-        prepare_data_dir(settings)
         try:
             schedule = ScheduleConfig(**{name: getattr(settings, name) for name in ENV_NAMES})
         except ScheduleConfigError as exc:
