@@ -61,14 +61,23 @@ def _audit_key(settings: ExecutorSettings) -> SigningKey:
 
 
 def _witness_lines(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """(label, line) of every --witness and every non-blank line of every --witness-file."""
+    """(label, line) of every --witness and of every checkpoint line in every --witness-file.
+
+    A file may hold whole chat messages pasted in: only lines starting with the witness tag
+    count (each must then be whole), and a file without one is an error.
+    """
+    from audit.checkpoints import WITNESS_TAG
+
     lines = [(f"--witness {index}", line) for index, line in enumerate(args.witness, start=1)]
     for path in args.witness_file:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"--witness-file {path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
-        lines += [(f"{path} line {number}", line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        found = [(f"{path} line {n}", line) for n, line in enumerate(text.splitlines(), start=1) if line.strip().startswith(WITNESS_TAG)]
+        if not found:
+            raise CommandError(f"--witness-file {path}: no line starting with {WITNESS_TAG!r}; copy the lines from the team chat's checkpoint messages")
+        lines += found
     return lines
 
 

@@ -155,7 +155,8 @@ def test_a_pasted_witness_line_catches_a_rewrite_made_after_it(tmp_path: Path) -
     checkpoint(tmp_path)
     assert wingman("audit", "verify", cwd=tmp_path).returncode == 0  # every copy on the host agrees
 
-    (tmp_path / "witness.txt").write_text(f"\n{witness}\n")
+    # A file may hold the chat messages as pasted: only the checkpoint lines count.
+    (tmp_path / "witness.txt").write_text(f"🔏 Audit checkpoint: seq {COUNT}\n{witness}\nKeep it: …\n")
     for args, label in ((["--witness", witness], "--witness 1"), (["--witness-file", "witness.txt"], "witness.txt line 2")):
         result = wingman("audit", "verify", *args, cwd=tmp_path)
         assert result.returncode == 1, result.stdout + result.stderr
@@ -200,7 +201,11 @@ def test_bad_witness_lines_get_one_line_and_exit_2(tmp_path: Path) -> None:
         (["--witness", altered_sig], "--witness 1: the signature does not hold"),
         (["--witness", witness.replace(" audit ", " stranger ")], "unknown key 'stranger'"),
         (["--witness-file", "missing.txt"], "--witness-file missing.txt: cannot read"),
+        (["--witness-file", "empty.txt"], "--witness-file empty.txt: no line starting with 'wingman-checkpoint'"),
+        (["--witness-file", "cut.txt"], "cut.txt line 1 is not a checkpoint line"),
     ]
+    (tmp_path / "empty.txt").write_text("nothing to see\n")
+    (tmp_path / "cut.txt").write_text(witness[:60] + "\n")
     for args, needle in cases:
         one_line_error(wingman("audit", "verify", *args, cwd=tmp_path), 2, needle)
 
