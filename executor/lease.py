@@ -97,6 +97,7 @@ class Lease:
     async def take(cls, url: URL) -> Lease:
         path = sqlite_path(url)
         if path is not None:
+            path = path.resolve()  # two spellings of one database (a symlink, ./data) share one lock
             return cls._take_file(path, path.with_name(path.name + ".lock"))
         if url.get_backend_name() == "postgresql":
             return await cls._take_advisory(url)

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from audit import generate_key_pair
+from audit.store import normalize_url
+from executor.lease import Lease, LeaseError
 from tests.audit.test_cli import wingman
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,3 +113,18 @@ def test_wingman_up_on_a_database_an_executor_holds_exits_2_naming_it(home: Path
         assert not (socket_dir / "two.sock").exists()
     finally:
         stop(first)
+
+
+async def test_two_spellings_of_one_sqlite_database_share_one_lease(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    direct = normalize_url(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'wingman.db'}")
+    linked = normalize_url(f"sqlite+aiosqlite:///{tmp_path / 'link' / 'wingman.db'}")
+    first = await Lease.take(direct)
+    try:
+        with pytest.raises(LeaseError, match=f"another executor holds {tmp_path / 'data' / 'wingman.db'} \\(host "):
+            await Lease.take(linked)
+    finally:
+        await first.release()
+    second = await Lease.take(linked)  # released: free again
+    await second.release()
