@@ -196,10 +196,10 @@ async def sign_head(ctx: JobContext, now: datetime, *, only_if_new: bool = False
             on_disk = await asyncio.to_thread(newest_checkpoint, executor.export_path, executor.trusted_audit_keys)
         except CheckpointError:
             on_disk = None  # signed by an earlier audit key, or unreadable: verification says so
-        known = [c for c in (on_disk, ctx.last_checkpoint) if c is not None and c.origin == head.origin]
+        known = [c for c in (on_disk, ctx.last_checkpoint) if c is not None]
+        for other in (c for c in known if c.origin != head.origin):
+            raise Tampered(other.seq, f"checkpoint {other.name} belongs to chain {other.origin}, this database is {head.origin}")
         previous = max(known, key=lambda c: c.seq, default=None)
-        if on_disk is not None and on_disk.origin != head.origin:
-            raise Tampered(on_disk.seq, f"checkpoint {on_disk.name} belongs to chain {on_disk.origin}, this database is {head.origin}")
         if previous is not None:
             if head.seq < previous.seq:
                 raise Tampered(

@@ -9,7 +9,7 @@ from typing import Any
 
 from audit import load_checkpoints, verify_chain, write_checkpoint
 from audit.checkpoints import parse_witness
-from tests.audit.helpers import rewrite
+from tests.audit.helpers import execute, rewrite
 from tests.harness import Harness
 from tests.scheduler.conftest import MakeScheduler, audit_entries, chat_texts
 
@@ -110,3 +110,13 @@ async def test_a_stale_newest_checkpoint_makes_the_nightly_verification_alert(ma
     assert lines[0] == "⚠️ Audit chain intact, but checkpoints are overdue"
     assert "is 48 hours old" in lines[1]
     assert lines[2] == "✅ Audit chain intact"
+
+
+async def test_the_executor_does_not_sign_a_database_swapped_under_it(sqlite_url: str, make_scheduler: MakeScheduler) -> None:
+    harness, scheduler = await make_scheduler(db_url=sqlite_url)
+    assert (await scheduler.run_job("checkpoint-frequent")).status == "ok"  # type: ignore[union-attr]
+    await append(harness, 1)
+    await execute(sqlite_url, "UPDATE audit_head SET chain_id = :chain", chain="0" * 32)  # another chain's identity
+    refused = await scheduler.run_job("checkpoint-frequent")
+    assert refused is not None and refused.status == "alert" and "belongs to chain" in refused.summary
+    assert seqs(harness) == [1]
