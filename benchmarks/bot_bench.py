@@ -88,7 +88,7 @@ from bot.app import BotApp  # noqa: E402
 from executor.client import ExecutorClient, Reply  # noqa: E402
 from executor.protocol import make_token  # noqa: E402
 from tests.doubles.telegram import DEFAULT_TOKEN, TelegramDouble  # noqa: E402
-from wingman.settings import BotSettings  # noqa: E402
+from bot.settings import BotSettings  # noqa: E402
 
 TARGET_P95_MS = 5.0
 TARGET_RSS_MB = 80.0

@@ -75,7 +75,7 @@ from audit.signing import SigningKey
 from executor.client import ExecutorClient
 from executor.protocol import TokenVerifier, make_token
 from executor.server import Daemon, serve
-from wingman.settings import ExecutorSettings
+from executor.settings import ExecutorSettings
 
 ADMIN = 1
 WARMUP = 100

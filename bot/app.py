@@ -26,9 +26,10 @@ from bot.handlers import ChatGate, build_router
 from bot.notifications import NotificationPump
 from bot.ratelimit import RateLimit
 from bot.retry import RetryMiddleware
+from bot.settings import BotSettings
 from executor.client import ExecutorClient
-from wingman.lifecycle import run_until_signalled
-from wingman.settings import BotSettings, SettingsError
+from process.lifecycle import run_until_signalled
+from process.settings import SettingsError
 
 log = logging.getLogger("wingman.bot")
 TOKEN_PATTERN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{1,100}")

@@ -19,7 +19,7 @@ from audit import SigningKey, generate_key_pair, load_signing_key
 from executor import codes
 from executor.client import ExecutorClient
 from executor.server import Daemon
-from wingman.settings import ExecutorSettings
+from executor.settings import ExecutorSettings
 
 ADMIN, APPROVER, APPROVER2, OPERATOR, VIEWER, STRANGER = 1, 2, 3, 4, 5, 666
 

@@ -44,7 +44,9 @@ from cryptography.hazmat.primitives import serialization
 from audit import AuditError, AuditStore, load_public_key, verify_chain
 from audit.signing import KeyFileError
 from audit.store import describe, normalize_url, sqlite_path
-from wingman.settings import BotSettings, ExecutorSettings, SettingsError, load_settings
+from bot.settings import BotSettings
+from executor.settings import ExecutorSettings
+from process.settings import SettingsError, load_settings
 
 EXIT_OK, EXIT_BROKEN, EXIT_ERROR = 0, 1, 2
 

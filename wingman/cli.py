@@ -14,14 +14,18 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import audit  # its parts load on first use: `wingman bot` never needs the database stack
 from audit.errors import AuditError
 from audit.signing import SigningKey, generate_key_pair, load_or_create_signing_key, load_public_key
 from executor.errors import StartupError
-from wingman.lifecycle import run_until_signalled
-from wingman.settings import BotSettings, ExecutorSettings, SettingsError, load_settings
+from process.lifecycle import run_until_signalled
+from process.settings import SettingsError, load_settings
+
+if TYPE_CHECKING:  # each command imports its process's settings model: `wingman executor` never loads aiogram
+    from bot.settings import BotSettings
+    from executor.settings import ExecutorSettings
 
 EXIT_OK, EXIT_BROKEN, EXIT_ERROR = 0, 1, 2
 
@@ -35,6 +39,8 @@ def _now() -> datetime:
 
 
 def _executor_settings(args: argparse.Namespace) -> ExecutorSettings:
+    from executor.settings import ExecutorSettings
+
     overrides: dict[str, Any] = {}
     if getattr(args, "db", None):
         overrides["db_url"] = args.db
@@ -173,6 +179,7 @@ def _keys_generate(args: argparse.Namespace) -> int:
 def _approvers_enroll(args: argparse.Namespace) -> int:
     """A one-time code secret for an approver: stored with the executor, shown once as a QR code."""
     from executor import codes  # pyotp and qrcode are needed by this command only
+    from executor.settings import ExecutorSettings
     from policy import Role, names
 
     user_id = names.parse_user_id(args.telegram_id)
@@ -229,6 +236,7 @@ def _logging() -> None:
 
 def _executor(args: argparse.Namespace) -> int:
     from executor.server import serve  # the daemons' imports are not needed by other commands
+    from executor.settings import ExecutorSettings
 
     settings = load_settings(ExecutorSettings)
     _logging()
@@ -238,6 +246,7 @@ def _executor(args: argparse.Namespace) -> int:
 
 def _bot(args: argparse.Namespace) -> int:
     from bot.app import check, serve
+    from bot.settings import BotSettings
 
     settings = load_settings(BotSettings)
     check(settings)  # a missing token or key is one line, before anything starts
@@ -249,7 +258,9 @@ def _bot(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     """Executor and bot in one process for a single host; keys made on first run."""
     from bot.app import BotApp, bot_key_path, check, check_token
+    from bot.settings import BotSettings
     from executor.server import Daemon
+    from executor.settings import ExecutorSettings
 
     bot_settings = load_settings(BotSettings)
     check_token(bot_settings)

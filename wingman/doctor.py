@@ -32,7 +32,9 @@ from typing import Any
 import aiohttp
 from cryptography.hazmat.primitives import serialization
 
-from wingman.settings import BotSettings, ExecutorSettings, SettingsError, load_settings
+from bot.settings import BotSettings
+from executor.settings import ExecutorSettings
+from process.settings import SettingsError, load_settings
 
 DOCKER_TIMEOUT = 5.0
 PROXMOX_TIMEOUT = 5.0

@@ -70,7 +70,9 @@ def rotation_steps(new: RotatedKey, current_key: Path | None, trusted: list[Path
 def rotate_main(out: Path | None, kid: str | None, today: date, echo: Callable[[str], None] = print) -> int:
     """``wingman keys rotate [--out DIR] [--kid ID]``: make the new pair, print the steps."""
     from bot.app import bot_key_path
-    from wingman.settings import BotSettings, ExecutorSettings, SettingsError, load_settings
+    from bot.settings import BotSettings
+    from executor.settings import ExecutorSettings
+    from process.settings import SettingsError, load_settings
 
     current: Path | None = None
     trusted: list[Path] = []

@@ -12,12 +12,14 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from wingman.settings import BotSettings, ExecutorSettings, _Settings
+from bot.settings import BotSettings
+from executor.settings import ExecutorSettings
+from process.settings import ProcessSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE_START, TABLE_END = "<!-- settings:start -->", "<!-- settings:end -->"
 HEADER = """\
-# Wingman settings (generated from wingman/settings.py by `python -m wingman.settings_doc`).
+# Wingman settings (generated from the settings models by `python -m wingman.settings_doc`).
 # Copy to .env (read from the working directory) or set them in the environment, which
 # wins over .env. Booleans take true/false, 1/0 or yes/no; unset is false unless a default
 # says otherwise. Lists are comma-separated. Each process reads only its own settings.
@@ -27,7 +29,7 @@ HEADER = """\
 def _fields() -> list[tuple[str, FieldInfo, str]]:
     """Every setting once, in declaration order, with the process that reads it."""
     seen: dict[str, tuple[FieldInfo, str]] = {}
-    for model, process in ((_Settings, "both"), (BotSettings, "bot"), (ExecutorSettings, "executor")):
+    for model, process in ((ProcessSettings, "both"), (BotSettings, "bot"), (ExecutorSettings, "executor")):
         for info in model.model_fields.values():
             seen.setdefault(str(info.validation_alias), (info, process))
     return [(name, info, process) for name, (info, process) in seen.items()]

@@ -12,7 +12,7 @@ import pytest
 from bot.app import BotApp
 from tests.doubles.telegram import DEFAULT_TOKEN, StoredMessage, TelegramDouble
 from tests.harness import ADMIN, APPROVER, APPROVER2, OPERATOR, STRANGER, VIEWER, Harness
-from wingman.settings import BotSettings
+from bot.settings import BotSettings
 
 TEAM = -1001234
 USERS = {ADMIN: "admin", APPROVER: "approver", APPROVER2: "approver", OPERATOR: "operator", VIEWER: "viewer", STRANGER: None}

@@ -16,7 +16,8 @@ import pytest
 from bot.app import BotApp, check_webhook
 from tests.bot.conftest import TEAM, World
 from tests.harness import VIEWER
-from wingman.settings import BotSettings, SettingsError
+from bot.settings import BotSettings
+from process.settings import SettingsError
 
 PUBLIC = "https://bot.example.test/wingman/telegram"
 

@@ -28,7 +28,7 @@ from executor.errors import StartupError
 from executor.protocol import make_token
 from executor.server import Daemon, serve
 from tests.harness import ADMIN, Harness
-from wingman.settings import ExecutorSettings
+from executor.settings import ExecutorSettings
 
 MakeHarness = Callable[..., Awaitable[Harness]]
 # None of this needs Docker: keep the daemon's start-up recovery away from the host's engine

@@ -115,7 +115,7 @@ def test_two_trusted_keys_with_one_id_stop_the_daemon_naming_both(tmp_path: Path
 
 def test_files_are_private_whatever_the_umask(tmp_path: Path, socket_dir: Path) -> None:
     from wingman.doctor import check_private_files
-    from wingman.settings import ExecutorSettings
+    from executor.settings import ExecutorSettings
 
     generate_key_pair(tmp_path / "keys", "bot")
     sock = socket_dir / "executor.sock"

@@ -11,7 +11,8 @@ import pytest
 from audit import AuditStore, generate_key_pair
 from audit.store import make_engine, normalize_url, upgrade_schema
 from executor.server import MIGRATIONS as EXECUTOR_MIGRATIONS
-from wingman.settings import BotSettings, ExecutorSettings
+from bot.settings import BotSettings
+from executor.settings import ExecutorSettings
 
 TOKEN = "123456789:AAbbCCdd_ee-FF"
 

@@ -23,7 +23,7 @@ from executor import codes
 from tests.conftest import fresh_pg_database, service_missing
 from tests.ops.conftest import Site, migrate
 from wingman.backup import BackupError, make_backup
-from wingman.settings import ExecutorSettings
+from executor.settings import ExecutorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 # Recent: `wingman audit verify` expects a checkpoint for entries older than the checkpoint interval.

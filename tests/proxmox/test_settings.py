@@ -33,7 +33,7 @@ def test_no_proxmox_settings_means_off() -> None:
 
 
 async def test_real_settings_model_is_read(tls: TlsFiles) -> None:
-    from wingman.settings import ExecutorSettings
+    from executor.settings import ExecutorSettings
 
     made = ExecutorSettings(PROXMOX_HOST="pve.lan", PROXMOX_TOKEN=TOKEN)  # type: ignore[call-arg]
     driver = ProxmoxDriver.from_settings(made)

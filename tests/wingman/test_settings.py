@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from wingman.settings import BotSettings, ExecutorSettings, SettingsError, load_settings
+from bot.settings import BotSettings
+from executor.settings import ExecutorSettings
+from process.settings import SettingsError, load_settings
 from wingman.settings_doc import env_example, readme_with_table
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,80 +1,19 @@
-"""The settings layer: one typed model per process, read once at start-up, passed down.
-
-Settings come from the environment and from ``.env`` in the working directory (the
-environment wins). Each process reads only its own: :class:`ExecutorSettings` never sees
-``TELEGRAM_*``, :class:`BotSettings` never sees the executor's database or keys. Every
-setting is listed, commented, in ``.env.example``.
-"""
+"""The executor's settings model: everything ``wingman executor`` (and the offline
+``wingman audit`` commands) reads, and nothing of the bot's."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import SecretStr
 
-FLAG_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
+from process.settings import CommaList, Flag, PathList, ProcessSettings, UserIds, setting
 
-
-class SettingsError(Exception):
-    """A setting that is missing or wrong; ``str()`` is ``<SETTING>: <reason>``."""
-
-
-def _flag(value: Any) -> Any:
-    if value is None:
-        return False
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word not in FLAG_WORDS:
-            raise ValueError(f"{value!r} is not a boolean: use true/false, 1/0 or yes/no")
-        return FLAG_WORDS[word]
-    return value
-
-
-def _comma_list(value: Any) -> Any:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
-
-
-def _no_duplicates(values: list[Any]) -> list[Any]:
-    return list(dict.fromkeys(values))
-
-
-Flag = Annotated[bool, BeforeValidator(_flag)]
-CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list), AfterValidator(_no_duplicates)]
-UserIds = Annotated[list[int], NoDecode, BeforeValidator(_comma_list), AfterValidator(_no_duplicates)]
-PathList = Annotated[list[Path], NoDecode, BeforeValidator(_comma_list)]
-
-
-def setting(default: Any, name: str, doc: str, *, group: str, example: str | None = None, **limits: Any) -> Any:
-    """A field read from ``name``; ``doc``, ``group`` and ``example`` make .env.example and the
-    README's table (see wingman.settings_doc), so the three cannot disagree."""
-    extra = {"group": group, **({"example": example} if example is not None else {})}
-    if isinstance(default, list):
-        return Field(default_factory=list, validation_alias=name, description=doc, json_schema_extra=extra, **limits)
-    return Field(default, validation_alias=name, description=doc, json_schema_extra=extra, **limits)
-
-
-BOTH, BOT = "Both processes", "Bot (wingman bot): holds no Docker socket, no Proxmox credentials"
 EXECUTOR, ACCESS = "Executor (wingman executor, and the offline wingman audit commands)", "Executor: who may do what"
 JOBS, DOCKER, PROXMOX = "Executor: scheduled jobs and retention", "Executor: Docker", "Executor: Proxmox VE"
 
 
-class _Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True, frozen=True)
-
-    data_dir: Path = setting(Path("./data"), "WINGMAN_DATA_DIR", "Where Wingman keeps its SQLite database, generated keys and audit files.", group=BOTH)
-    socket: Path | None = setting(None, "WINGMAN_SOCKET", "The executor's Unix socket. Default: <WINGMAN_DATA_DIR>/run/executor.sock", group=BOTH, example="/run/wingman/executor.sock")
-
-    @property
-    def socket_path(self) -> Path:
-        """The executor's Unix socket (default: ``<data dir>/run/executor.sock``)."""
-        return self.socket or self.data_dir / "run" / "executor.sock"
-
-
-class ExecutorSettings(_Settings):
+class ExecutorSettings(ProcessSettings):
     """Everything ``wingman executor`` (and the offline ``wingman audit`` commands) reads."""
 
     db_url: str | None = setting(None, "WINGMAN_DB_URL", "Database. Default: SQLite at <WINGMAN_DATA_DIR>/wingman.db; production: postgresql+asyncpg://user:password@host/db", group=EXECUTOR, example="postgresql+asyncpg://wingman:secret@db.example/wingman")
@@ -136,33 +75,3 @@ class ExecutorSettings(_Settings):
     @property
     def export_path(self) -> Path:
         return self.audit_export_path or self.data_dir / "audit"
-
-
-class BotSettings(_Settings):
-    """Everything ``wingman bot`` reads: the token, the chat, its signing key, the socket."""
-
-    telegram_bot_token: SecretStr | None = setting(None, "TELEGRAM_BOT_TOKEN", "The token @BotFather gave you (in Telegram: @BotFather, /newbot).", group=BOT, example="123456789:AA...")
-    telegram_bot_token_file: Path | None = setting(None, "TELEGRAM_BOT_TOKEN_FILE", "A file holding the token (a compose secret or systemd credential); used when TELEGRAM_BOT_TOKEN is unset.", group=BOT, example="/run/secrets/telegram_bot_token")
-    telegram_api_base: str | None = setting(None, "TELEGRAM_API_BASE", "A Bot API server base URL (self-hosted Bot API server). Default: Telegram's.", group=BOT, example="http://127.0.0.1:8081")
-    chat_id: int | None = setting(None, "WINGMAN_CHAT_ID", "The group or channel for approval requests, alerts and reports.", group=BOT, example="-1001234567890")
-    telegram_webhook_url: str | None = setting(None, "TELEGRAM_WEBHOOK_URL", "Receive updates by webhook at this public HTTPS URL (your TLS proxy forwards it to TELEGRAM_WEBHOOK_LISTEN) instead of long polling.", group=BOT, example="https://bot.example.org/wingman/telegram")
-    telegram_webhook_listen: str = setting("127.0.0.1:8080", "TELEGRAM_WEBHOOK_LISTEN", "Webhook mode: the host:port the bot listens on, behind your TLS proxy.", group=BOT)
-    telegram_webhook_secret: SecretStr | None = setting(None, "TELEGRAM_WEBHOOK_SECRET", "Webhook mode: the secret Telegram sends with every update (1-256 of A-Z a-z 0-9 _ -); updates without it are refused. Default: a new random one at each start.", group=BOT, example="a-long-random-string")
-    bot_key: Path | None = setting(None, "WINGMAN_BOT_KEY", "The bot's request-signing PRIVATE key. Default: <WINGMAN_DATA_DIR>/keys/bot.key (made by wingman up).", group=BOT, example="./data/keys/bot.key")
-
-
-S = TypeVar("S", bound=_Settings)
-
-
-def load_settings(model: type[S], **overrides: Any) -> S:
-    """Read ``model`` from the environment and ``.env``; a bad value raises ``SettingsError``."""
-    try:
-        return model(**overrides)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else model.__name__
-        field = model.model_fields.get(name)
-        if field is not None and isinstance(field.validation_alias, str):
-            name = field.validation_alias
-        message = first["msg"].removeprefix("Value error, ")
-        raise SettingsError(f"{name}: {message}") from None
