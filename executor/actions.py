@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from audit.verify import VerifyReport
 from executor.approvals import Approval
 from executor.deploy import Deployer, DeployResult, ImagePin, parse_image_reference
-from executor.docker_driver import LOG_LINES_DEFAULT, LOG_LINES_MAX, DockerDriver, Progress, format_duration, no_progress
+from executor.docker_driver import LOG_LINES_DEFAULT, LOG_LINES_MAX, DockerDriver
+from executor.progress import Progress, format_duration, no_progress
 from executor.errors import ActionRefused, Unavailable
 from executor.proxmox_driver import ProxmoxDriver, VmOutcome, snapshot_name_problem
 from policy import Verdict, allowed_actions, container_visible, decide, vm_visible

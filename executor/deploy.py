@@ -47,20 +47,18 @@ from executor.docker_driver import (
     DockerActionError,
     DockerDriver,
     ImageRef,
-    Progress,
     Refused,
     explain_api_error,
     aside_name,
     check_container_name,
-    emit,
     health_log_lines,
     health_of,
-    no_progress,
     parse_aside_name,
     parse_docker_time,
     short_id,
     stop_timeout,
 )
+from executor.progress import Progress, emit, no_progress
 from policy.names import show
 
 log = logging.getLogger(__name__)

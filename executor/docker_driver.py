@@ -28,7 +28,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,15 +39,12 @@ import requests
 from docker.api.client import APIClient
 from docker.errors import APIError, DockerException, NotFound
 
+from executor.progress import Progress, emit, format_duration, no_progress
 from policy.names import container_name_problem, show
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# The progress callback every long action takes: a stage name and its details (seconds
-# elapsed, health, image…). The executor routes it into its notification outbox.
-Progress = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 LOG_LINES_DEFAULT = 50
@@ -229,20 +226,6 @@ def short_id(image_or_container_id: str) -> str:
     return image_or_container_id.removeprefix("sha256:")[:12]
 
 
-def format_duration(seconds: float) -> str:
-    seconds = max(int(seconds), 0)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
-
-
 def parse_docker_time(text: str | None) -> datetime | None:
     """Docker's RFC 3339 times with nanoseconds; its zero time (never started) is None."""
     if not text or text.startswith("0001-01-01"):
@@ -357,18 +340,6 @@ def health_log_lines(info: dict[str, Any], limit: int = 5) -> list[str]:
         output = " | ".join(clean_log_text(str(probe.get("Output") or "").strip())) or "(no output)"
         lines.append(f"exit {probe.get('ExitCode')}: {output}")
     return lines
-
-
-async def no_progress(stage: str, details: dict[str, Any]) -> None:
-    """The progress callback used when the caller passes none."""
-
-
-async def emit(progress: Progress, stage: str, details: dict[str, Any]) -> None:
-    """Report progress; a failing callback is logged, never allowed to break the action."""
-    try:
-        await progress(stage, details)
-    except Exception:  # the outbox is informational here; the action goes on
-        log.exception("progress callback failed at stage %r", stage)
 
 
 # -- the driver ---------------------------------------------------------------------------

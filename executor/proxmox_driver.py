@@ -48,7 +48,7 @@ import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 
-from executor.docker_driver import Progress, emit, format_duration, no_progress
+from executor.progress import Progress, emit, format_duration, no_progress
 from executor.errors import ActionError, ActionFailed, ActionRefused, Busy, StartupError, Unavailable
 from policy.names import node_name_problem, parse_vmid, show, vmid_problem
 
