@@ -44,11 +44,12 @@ from executor.lease import Lease, LeaseError
 from executor.metrics import render as render_metrics
 from executor.proxmox_driver import ProxmoxDriver
 from executor.protocol import BODY_TIMEOUT, CONTENT_TYPE, IDLE_TIMEOUT, MAX_BODY, PATH, STATUS_HTTP
+from executor.scheduling import build_scheduler
 from executor.service import Executor, Reply
 from executor.settings import ExecutorSettings
 from policy import Policy, PolicyError, container_visible, load_policy_file, vm_visible
 from process.lifecycle import run_until_signalled
-from scheduler import ENV_NAMES, ScheduleConfig, ScheduleConfigError, Scheduler, build_scheduler
+from scheduler import ENV_NAMES, ScheduleConfig, ScheduleConfigError, Scheduler
 
 log = logging.getLogger("wingman.executor")
 MIGRATIONS = Path(__file__).parent / "migrations"

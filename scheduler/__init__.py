@@ -1,10 +1,14 @@
 """The executor's scheduled jobs on APScheduler: chain verification, checkpoints, retention,
 audit reports and the approval-expiry sweep; results reach the chat through the outbox.
 
+It sits below the executor and imports nothing of it: what the jobs need (the audit store,
+keys, posting to the chat, expiring approvals, pruning rows) comes in a ``JobContext``
+that the executor builds (``executor.scheduling``).
+
 Public face::
 
     config = ScheduleConfig(verify_at="02:30", ...)       # ScheduleConfigError names a bad setting
-    scheduler = build_scheduler(executor, engine, config)  # not started
+    scheduler = Scheduler(JobContext(audit=..., config=config, ...))  # not started
     scheduler.start()                                      # inside the running event loop
     ...
     await scheduler.shutdown()                             # before the database closes
@@ -16,7 +20,7 @@ how runs are audited in ``scheduler.runs``; the reports in ``scheduler.reports``
 
 from scheduler.config import ENV_NAMES, ScheduleConfig, ScheduleConfigError
 from scheduler.jobs import JOBS, JobContext, JobResult, JobSpec
-from scheduler.runner import Scheduler, build_scheduler
+from scheduler.runner import Scheduler
 
 __all__ = [
     "ENV_NAMES",
@@ -27,5 +31,4 @@ __all__ = [
     "ScheduleConfig",
     "ScheduleConfigError",
     "Scheduler",
-    "build_scheduler",
 ]

@@ -8,44 +8,64 @@ function that tests call with any ``now``.
 
 Jobs that read or move the audit chain (verification, the watchdog, retention) take
 ``JobContext.chain_lock`` so they never overlap: a verification never races an export.
+
+What a job needs of the daemon it runs in reaches it in :class:`JobContext`: the audit
+store and keys, and plain callables for the rest (post to the chat, verify the chain,
+expire approvals, prune operational rows). The executor builds it
+(``executor.scheduling``); this package imports nothing of the executor.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sized
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit import AuditEntry, AuditError, Tampered, export_older_than, write_checkpoint
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from audit import AuditEntry, AuditError, AuditStore, Tampered, export_older_than, write_checkpoint
 from audit.canonical import format_ts
 from audit.checkpoints import CHECKPOINT_INTERVAL, Checkpoint, newest_checkpoint
 from audit.errors import CheckpointError
+from audit.signing import SigningKey
 from audit.verify import VerifyReport
 from scheduler.config import ScheduleConfig
 from scheduler.reports import APPROVAL_LOOKBACK, ReportCollector, counts, duration, local, render
-from scheduler.retention import prune_operational
 from scheduler.runs import ALERT, LOOKBACK, OK, REALERT, history_predates, last_run, verification_overdue
 
-if TYPE_CHECKING:
-    from executor.service import Executor
+# What the daemon hands the jobs besides its audit store: each a plain callable.
+Post = Callable[[str, dict[str, Any], float], Awaitable[object]]  # (kind, payload, now): to the team chat
+VerifyChain = Callable[[datetime], Awaitable[VerifyReport]]  # the whole chain, off the event loop
+Prune = Callable[[datetime, bool], Awaitable[dict[str, int]]]  # (now, dry_run): rows removed, by kind
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class JobContext:
-    """What every job may use: the executor (audit store, outbox, keys, clock), the
-    executor's database engine, and the schedule's configuration."""
+    """What every job may use, handed in by the daemon that runs the scheduler: its audit
+    store, keys and export directory, its database engine (the audit log's runs), its clock,
+    the callables below, and the schedule's configuration."""
 
-    executor: Executor
+    audit: AuditStore
+    audit_key: SigningKey
+    trusted_audit_keys: Mapping[str, Ed25519PublicKey]
+    export_path: Path
     engine: AsyncEngine
     config: ScheduleConfig
+    clock: Callable[[], float]
+    post: Post
+    verify_chain: VerifyChain
+    verified: Callable[[datetime], None]  # a verification found the chain intact at this time
+    expire_approvals: Callable[[], Awaitable[Sized]]  # those past their time; returns them
+    prune: Prune
     chain_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Checkpoints are written one at a time; the newest this process signed is kept in
     # memory too, so deleting the files does not make it sign a rewritten chain.
@@ -54,7 +74,7 @@ class JobContext:
     last_checkpoint: Checkpoint | None = None
 
     def now(self) -> datetime:
-        return datetime.fromtimestamp(self.executor.clock(), timezone.utc)
+        return datetime.fromtimestamp(self.clock(), timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +106,9 @@ class JobSpec:
 
 async def verify(ctx: JobContext, now: datetime) -> JobResult:
     """The whole chain (exports and database) against the newest checkpoint."""
-    executor = ctx.executor
     async with ctx.chain_lock:
         try:
-            report = await executor.verify_audit(now=now)  # in a thread: requests are answered meanwhile
+            report = await ctx.verify_chain(now)  # in a thread: requests are answered meanwhile
         except AuditError as exc:
             # Nothing can be concluded (unreadable database, checkpoint by an unknown key):
             # that is not a success, and someone must look.
@@ -106,7 +125,7 @@ async def verify(ctx: JobContext, now: datetime) -> JobResult:
     if not report.ok:
         params.update(broken_seq=report.broken_seq, reason=report.reason)
         return JobResult(ALERT, report.summary(), verify_alert_text(report), params)
-    executor.last_verified.record(now)  # for /v1/metrics, which does not search the log for it
+    ctx.verified(now)  # for /v1/metrics, which does not search the log for it
     if report.warnings:
         params["warnings"] = report.warnings
         text = "\n".join(["⚠️ Audit chain intact, but checkpoints are overdue", *report.warnings, verify_ok_text(report)])
@@ -187,13 +206,12 @@ async def sign_head(ctx: JobContext, now: datetime, *, only_if_new: bool = False
     """Sign the chain head into a checkpoint file, unless the chain no longer agrees with the
     newest checkpoint (``Tampered``): the executor must not vouch for a rewrite of what it
     vouched for before. With ``only_if_new``, None when nothing was added since the last one."""
-    executor = ctx.executor
     async with ctx.checkpoint_lock:
-        head = await executor.audit.head()
+        head = await ctx.audit.head()
         if only_if_new and head.seq <= ctx.checkpointed_seq:
             return None
         try:
-            on_disk = await asyncio.to_thread(newest_checkpoint, executor.export_path, executor.trusted_audit_keys)
+            on_disk = await asyncio.to_thread(newest_checkpoint, ctx.export_path, ctx.trusted_audit_keys)
         except CheckpointError:
             on_disk = None  # signed by an earlier audit key, or unreadable: verification says so
         known = [c for c in (on_disk, ctx.last_checkpoint) if c is not None]
@@ -205,12 +223,12 @@ async def sign_head(ctx: JobContext, now: datetime, *, only_if_new: bool = False
                 raise Tampered(
                     head.seq + 1, f"the chain head is at seq {head.seq} but checkpoint {previous.name} vouches for seq {previous.seq}"
                 )
-            recorded = await executor.audit.entry_hash(previous.seq)
+            recorded = await ctx.audit.entry_hash(previous.seq)
             # None: moved out by retention (its signed export vouches) or deleted (verification finds it).
             if recorded is not None and recorded != previous.entry_hash:
                 raise Tampered(previous.seq, f"seq {previous.seq} differs from checkpoint {previous.name} (the chain was rewritten)")
         # A small file, but fsynced twice: off the event loop.
-        written = await asyncio.to_thread(write_checkpoint, head, executor.export_path, executor.audit_key, now)
+        written = await asyncio.to_thread(write_checkpoint, head, ctx.export_path, ctx.audit_key, now)
         ctx.checkpointed_seq = max(ctx.checkpointed_seq, written.seq)
         ctx.last_checkpoint = written
         return written
@@ -265,25 +283,25 @@ async def retention(ctx: JobContext, now: datetime) -> JobResult:
     If the audit export fails, nothing at all is pruned this run: one clear failure to fix,
     and the next run does everything.
     """
-    executor, config = ctx.executor, ctx.config
+    config = ctx.config
     dry = config.retention_dry_run
     days = config.retention_audit_days
     async with ctx.chain_lock:
         try:
             exported = await export_older_than(
-                executor.audit,
-                executor.export_path,
-                executor.audit_key,
+                ctx.audit,
+                ctx.export_path,
+                ctx.audit_key,
                 now - timedelta(days=days),
                 now,
-                executor.trusted_audit_keys,
+                ctx.trusted_audit_keys,
                 dry_run=dry,
             )
         except (AuditError, Tampered) as exc:
             reason = f"broken at seq {exc.seq}: {exc.reason}" if isinstance(exc, Tampered) else str(exc)
             text = f"🚨 Retention stopped: the audit export failed\n{reason}\nNothing was exported or pruned."
             return JobResult(ALERT, f"audit export failed, nothing pruned: {reason}", text, {"dry_run": dry})
-        removed = await prune_operational(ctx.engine, config, now, dry_run=dry)
+        removed = await ctx.prune(now, dry)
 
     if exported.exported:
         span = f"seq {exported.first_seq}..{exported.last_seq}"
@@ -324,7 +342,7 @@ async def report(ctx: JobContext, now: datetime, *, days: int, title: str) -> Jo
     """The audit report over the ``days`` before ``now``, streamed from the audit store."""
     since = now - timedelta(days=days)
     collector = ReportCollector(since, now)
-    async with ctx.executor.audit.snapshot() as snapshot:
+    async with ctx.audit.snapshot() as snapshot:
         # Entries are in seq order, and time order but for clock jumps: start at the last
         # entry before the lookback and let the collector check each entry's time.
         start = await snapshot.rows_before(format_ts(since - APPROVAL_LOOKBACK)) or 0
@@ -362,8 +380,8 @@ async def weekly_report(ctx: JobContext, now: datetime) -> JobResult:
 
 
 async def approval_expiry(ctx: JobContext, now: datetime) -> JobResult:
-    """Expire approvals past their time (``Executor.expire_due`` audits and notifies each)."""
-    expired = await ctx.executor.expire_due()
+    """Expire approvals past their time (the executor audits and notifies each)."""
+    expired = await ctx.expire_approvals()
     return JobResult(OK, f"{len(expired)} approvals expired", params={"expired": len(expired)})
 
 

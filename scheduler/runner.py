@@ -6,7 +6,7 @@ verification once when it wakes, not zero times (the grace) and not once per mis
 (coalescing); a run still going when the next is due is not doubled.
 
 The runner audits each run (``started``, then ``ok``/``alert``/``error``; see
-``scheduler.runs``), posts the job's text to the team chat through the executor's outbox,
+``scheduler.runs``), posts the job's text to the team chat (``JobContext.post``: the executor's outbox),
 and contains failures: a job that raises is audited and reported to the chat, and the
 scheduler carries on with its next run.
 
@@ -20,20 +20,15 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit.canonical import format_ts
 from audit.checkpoints import newest_checkpoint_seq
-from scheduler.config import ScheduleConfig
 from scheduler.jobs import FREQUENT_CHECKPOINT, JOBS, JobContext, JobResult, JobSpec
 from scheduler.reports import zone_name
 from scheduler.runs import ACTOR, ERROR, OK, STARTED, action_of
-
-if TYPE_CHECKING:
-    from executor.service import Executor
 
 log = logging.getLogger("wingman.scheduler")
 SHUTDOWN_GRACE = 30.0
@@ -75,8 +70,8 @@ class Scheduler:
         """Start firing jobs; call from inside the executor's running event loop."""
         ctx = self.context
         if FREQUENT_CHECKPOINT in self.jobs:
-            ctx.checkpointed_seq = max(ctx.checkpointed_seq, newest_checkpoint_seq(ctx.executor.export_path))
-            self._stop_listening = ctx.executor.audit.on_append(self._appended)
+            ctx.checkpointed_seq = max(ctx.checkpointed_seq, newest_checkpoint_seq(ctx.export_path))
+            self._stop_listening = ctx.audit.on_append(self._appended)
         self.aps.start()
         upcoming = (f"{job_id} {when:%Y-%m-%d %H:%M}" for job_id, when in self.next_runs().items() if when is not None)
         log.info("scheduler started (%s); next runs: %s", zone_name(self.tz), ", ".join(upcoming))
@@ -152,7 +147,7 @@ class Scheduler:
         spec = self.jobs[job_id]
         ctx = self.context
         moment = now or ctx.now()
-        audit = ctx.executor.audit
+        audit = ctx.audit
         action = action_of(job_id)
         try:
             if not spec.quiet:
@@ -164,7 +159,7 @@ class Scheduler:
                 )
             if result.text is not None:
                 payload = {"text": result.text, **({"witness": result.witness} if result.witness else {})}
-                await ctx.executor.outbox.add(action, payload, now=ctx.executor.clock())
+                await ctx.post(action, payload, ctx.clock())
         except asyncio.CancelledError:
             await self._record_cancelled(action)
             raise
@@ -188,26 +183,21 @@ class Scheduler:
         next_line = f"Next run: {when:%Y-%m-%d %H:%M}." if when is not None else "It runs again at its next time."
         text = "\n".join([f"❌ Scheduled job failed: {spec.title}", reason, f"{next_line} Details are in the executor's log."])
         try:
-            await ctx.executor.audit.append(actor=ACTOR, action=action_of(spec.id), decision=ERROR, outcome=reason)
+            await ctx.audit.append(actor=ACTOR, action=action_of(spec.id), decision=ERROR, outcome=reason)
         except Exception:
             log.exception("could not audit the failure of scheduled job %s", spec.id)
         try:
-            await ctx.executor.outbox.add(action_of(spec.id), {"text": text}, now=ctx.executor.clock())
+            await ctx.post(action_of(spec.id), {"text": text}, ctx.clock())
         except Exception:
             log.exception("could not report the failure of scheduled job %s to the chat", spec.id)
 
     async def _record_cancelled(self, action: str) -> None:
         try:
             await asyncio.wait_for(
-                self.context.executor.audit.append(
+                self.context.audit.append(
                     actor=ACTOR, action=action, decision=ERROR, outcome="cancelled: the executor stopped during the run"
                 ),
                 CANCEL_GRACE,
             )
         except Exception:
             log.warning("could not audit the cancelled run of %s", action)
-
-
-def build_scheduler(executor: Executor, engine: AsyncEngine, config: ScheduleConfig) -> Scheduler:
-    """The executor's scheduler with every job on its trigger; start it with ``start()``."""
-    return Scheduler(JobContext(executor, engine, config))

@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from audit.schema import ROW_COLUMNS, audit_log
 from audit.store import AuditEntry
-from scheduler import ScheduleConfig, Scheduler, build_scheduler
+from executor.scheduling import build_scheduler
+from scheduler import ScheduleConfig, Scheduler
 from tests.harness import Harness
 
 MakeScheduler = Callable[..., Awaitable[tuple[Harness, Scheduler]]]

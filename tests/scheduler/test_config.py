@@ -3,13 +3,14 @@ configured times in the configured zone (APScheduler's triggers driven directly,
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler import JOBS, ScheduleConfig, ScheduleConfigError, build_scheduler
+from scheduler import JOBS, JobContext, ScheduleConfig, ScheduleConfigError, Scheduler
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -88,10 +89,16 @@ def test_the_nightly_verification_still_runs_on_the_night_the_clocks_go_forward(
     assert second is not None and second - first < timedelta(hours=26)
 
 
+def config_only(config: ScheduleConfig) -> JobContext:
+    """A context with the schedule's config and none of the daemon's parts."""
+    parts = {f.name: None for f in dataclasses.fields(JobContext) if f.init and f.name != "config" and f.default is f.default_factory is dataclasses.MISSING}
+    return JobContext(config=config, **parts)
+
+
 def test_every_job_has_an_explicit_id_coalesces_and_never_doubles() -> None:
     config = ScheduleConfig(timezone="UTC")
     # Only the config is read while jobs are added: no daemon needed.
-    scheduler = build_scheduler(None, None, config)  # type: ignore[arg-type]
+    scheduler = Scheduler(config_only(config))
     jobs = {job.id: job for job in scheduler.aps.get_jobs()}
     assert set(jobs) == {"verify", "verify-watchdog", "checkpoint", "checkpoint-frequent", "retention", "daily-report", "weekly-report", "approval-expiry"}
     for job in jobs.values():
@@ -99,5 +106,5 @@ def test_every_job_has_an_explicit_id_coalesces_and_never_doubles() -> None:
         assert job.max_instances == 1
         assert job.misfire_grace_time == 23 * 3600
     # Built twice (a restart in the same process): replaced, not duplicated.
-    again = build_scheduler(None, None, config)  # type: ignore[arg-type]
+    again = Scheduler(config_only(config))
     assert len(again.aps.get_jobs()) == len(jobs)

@@ -12,6 +12,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from audit import AuditStore
+from executor.scheduling import job_context
 from scheduler import JobContext, JobResult, JobSpec, ScheduleConfig, Scheduler
 from tests.audit.helpers import Clock
 from tests.harness import Harness
@@ -54,7 +55,7 @@ class Counting:
 
 def custom(harness: Harness, *specs: JobSpec) -> Scheduler:
     assert harness.daemon is not None
-    return Scheduler(JobContext(harness.executor, harness.daemon._engine, ScheduleConfig(timezone="UTC")), specs)
+    return Scheduler(job_context(harness.executor, harness.daemon._engine, ScheduleConfig(timezone="UTC")), specs)
 
 
 async def test_a_run_missed_for_days_happens_exactly_once(make_scheduler: MakeScheduler) -> None:

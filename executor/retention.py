@@ -1,5 +1,8 @@
 """Pruning the executor's operational rows once they are past retention.
 
+The scheduler's retention job calls :func:`prune_operational` (``JobContext.prune``, wired in
+``executor.scheduling``) after it has exported the old audit entries.
+
 These rows are working state, not the record: every request, decision, approval and
 execution is in the audit chain, which retention only ever moves into verified exports
 (``audit.export_older_than``). What is removed here, each by its own setting:
