@@ -1,8 +1,9 @@
 """The action handlers: the closed catalogue's actions that this executor can run.
 
-Each handler takes the executor and a ``Call`` (who, the verified arguments, the approval
-it runs under) and returns a ``Result``: a one-line summary for the chat and structured
-data for the client to format. Policy has already allowed the call; each handler that
+Each handler takes an ``ActionContext`` (what handlers use of the executor: policy, drivers,
+deployer, approvals, audit, the clock; not the executor itself, which imports this module)
+and a ``Call`` (who, the verified arguments, the approval it runs under) and returns a
+``Result``: a one-line summary for the chat and structured data for the client to format. Policy has already allowed the call; each handler that
 reaches Docker or Proxmox decides it again right before calling the driver (``_guard``),
 and handlers still check their own arguments. Actions of the catalogue without a handler here answer that they are
 not available yet.
@@ -12,21 +13,37 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from audit import AuditStore
 from audit.verify import VerifyReport
-from executor.approvals import Approval
+from executor.approvals import Approval, Approvals
 from executor.deploy import Deployer, DeployResult, ImagePin, parse_image_reference
 from executor.docker_driver import LOG_LINES_DEFAULT, LOG_LINES_MAX, DockerDriver
 from executor.progress import Progress, format_duration, no_progress
 from executor.errors import ActionRefused, Unavailable
 from executor.proxmox_driver import ProxmoxDriver, VmOutcome, snapshot_name_problem
-from policy import Verdict, allowed_actions, container_visible, decide, vm_visible
-
-if TYPE_CHECKING:
-    from executor.service import Executor
+from policy import Policy, Verdict, allowed_actions, container_visible, decide, vm_visible
 
 AUDIT_TAIL_DEFAULT, AUDIT_TAIL_MAX = 10, 50
+
+
+@dataclass(frozen=True, slots=True)
+class ActionContext:
+    """What a handler may use of the executor, and nothing more (the executor builds it).
+
+    ``docker``, ``deployer`` and ``proxmox`` are None when that part is not configured;
+    ``verify`` verifies the whole audit trail off the event loop.
+    """
+
+    policy: Policy
+    audit: AuditStore
+    approvals: Approvals
+    verify: Callable[[], Awaitable[VerifyReport]]
+    clock: Callable[[], float]
+    docker: DockerDriver | None = None
+    deployer: Deployer | None = None
+    proxmox: ProxmoxDriver | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,25 +68,25 @@ class Result:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-Handler = Callable[["Executor", Call], Awaitable[Result]]
+Handler = Callable[[ActionContext, Call], Awaitable[Result]]
 
 
-async def whoami(executor: Executor, call: Call) -> Result:
-    role = executor.policy.role_of(call.user_id)
+async def whoami(context: ActionContext, call: Call) -> Result:
+    role = context.policy.role_of(call.user_id)
     label = role.name.lower() if role is not None else None
     return Result(f"you are tg:{call.user_id}, {label}", {"user_id": call.user_id, "role": label})
 
 
-async def help_(executor: Executor, call: Call) -> Result:
-    entries = allowed_actions(executor.policy, call.user_id)
+async def help_(context: ActionContext, call: Call) -> Result:
+    entries = allowed_actions(context.policy, call.user_id)
     listed = [
         {"action": e.name, "usage": e.usage, "description": e.description, "tier": int(e.tier)} for e in entries
     ]
     return Result(f"{len(listed)} commands available to you", {"commands": listed})
 
 
-async def pending(executor: Executor, call: Call) -> Result:
-    waiting = await executor.approvals.pending(executor.clock())
+async def pending(context: ActionContext, call: Call) -> Result:
+    waiting = await context.approvals.pending(context.clock())
     return Result(f"{len(waiting)} requests waiting for approval", {"approvals": [a.as_json() for a in waiting]})
 
 
@@ -83,9 +100,9 @@ def _count(value: Any, default: int, maximum: int, name: str) -> int:
     return value
 
 
-async def audit_tail(executor: Executor, call: Call) -> Result:
+async def audit_tail(context: ActionContext, call: Call) -> Result:
     n = _count(call.args.get("n"), AUDIT_TAIL_DEFAULT, AUDIT_TAIL_MAX, "n")
-    entries = await executor.audit.tail(n)
+    entries = await context.audit.tail(n)
     listed = [
         {
             "seq": e.seq, "ts": e.ts, "actor": e.actor, "action": e.action, "target": e.target,
@@ -96,8 +113,8 @@ async def audit_tail(executor: Executor, call: Call) -> Result:
     return Result(f"the newest {len(listed)} audit entries", {"entries": listed})
 
 
-async def verify(executor: Executor, call: Call) -> Result:
-    report: VerifyReport = await executor.verify_audit()
+async def verify(context: ActionContext, call: Call) -> Result:
+    report: VerifyReport = await context.verify()
     data = {
         "ok": report.ok,
         "entries": report.entries,
@@ -113,27 +130,27 @@ async def verify(executor: Executor, call: Call) -> Result:
 # -- Docker -------------------------------------------------------------------------------
 
 
-def _guard(executor: Executor, call: Call, action: str) -> None:
+def _guard(context: ActionContext, call: Call, action: str) -> None:
     """Decide the call again right before a driver is called, under the policy held now.
 
     The request was decided when it came in (and an approved one again when it started);
     this keeps every path to Docker or Proxmox behind the same check, whoever calls it.
     """
-    decision = decide(executor.policy, user_id=call.user_id, action=action, target=call.args.get("target"))
+    decision = decide(context.policy, user_id=call.user_id, action=action, target=call.args.get("target"))
     if decision.verdict is Verdict.DENY:
         raise ActionRefused(decision.reason)
 
 
-def _docker(executor: Executor) -> DockerDriver:
-    if executor.docker is None:
+def _docker(context: ActionContext) -> DockerDriver:
+    if context.docker is None:
         raise Unavailable("Docker is not configured on this executor")
-    return executor.docker
+    return context.docker
 
 
-def _deployer(executor: Executor) -> Deployer:
-    if executor.deployer is None:
+def _deployer(context: ActionContext) -> Deployer:
+    if context.deployer is None:
         raise Unavailable("Docker is not configured on this executor")
-    return executor.deployer
+    return context.deployer
 
 
 def _target(call: Call) -> str:
@@ -143,12 +160,12 @@ def _target(call: Call) -> str:
     return target
 
 
-async def status(executor: Executor, call: Call) -> Result:
-    _guard(executor, call, "status")
+async def status(context: ActionContext, call: Call) -> Result:
+    _guard(context, call, "status")
     target = call.args.get("target")
     if target is not None and not isinstance(target, str):
         raise ActionRefused("name the container, e.g. /status web")
-    found = await _docker(executor).status(lambda name: container_visible(executor.policy, name), target)
+    found = await _docker(context).status(lambda name: container_visible(context.policy, name), target)
     listed = [
         {
             "name": c.name, "state": c.state, "health": c.health, "image": c.image, "image_id": c.image_id,
@@ -160,30 +177,30 @@ async def status(executor: Executor, call: Call) -> Result:
     return Result(f"{len(listed)} containers", {"containers": listed})
 
 
-async def logs(executor: Executor, call: Call) -> Result:
-    _guard(executor, call, "logs")
+async def logs(context: ActionContext, call: Call) -> Result:
+    _guard(context, call, "logs")
     lines = _count(call.args.get("lines"), LOG_LINES_DEFAULT, 10**6, "lines")
-    found = await _docker(executor).logs(_target(call), min(lines, LOG_LINES_MAX))
+    found = await _docker(context).logs(_target(call), min(lines, LOG_LINES_MAX))
     capped = found.capped or lines > LOG_LINES_MAX
     note = f" (capped at {LOG_LINES_MAX})" if capped else ""
     return Result(f"{len(found.lines)} log lines of {found.name}{note}", {"name": found.name, "lines": found.lines, "capped": capped})
 
 
-async def restart(executor: Executor, call: Call) -> Result:
-    _guard(executor, call, "restart")
-    outcome = await _docker(executor).restart(_target(call), actor=call.actor, progress=call.progress)
+async def restart(context: ActionContext, call: Call) -> Result:
+    _guard(context, call, "restart")
+    outcome = await _docker(context).restart(_target(call), actor=call.actor, progress=call.progress)
     return Result(outcome.summary, {"changed": outcome.changed, "status": outcome.status.summary()})
 
 
-async def start(executor: Executor, call: Call) -> Result:
-    _guard(executor, call, "start")
-    outcome = await _docker(executor).start(_target(call), actor=call.actor, progress=call.progress)
+async def start(context: ActionContext, call: Call) -> Result:
+    _guard(context, call, "start")
+    outcome = await _docker(context).start(_target(call), actor=call.actor, progress=call.progress)
     return Result(outcome.summary, {"changed": outcome.changed, "status": outcome.status.summary()})
 
 
-async def stop(executor: Executor, call: Call) -> Result:
-    _guard(executor, call, "stop")
-    outcome = await _docker(executor).stop(_target(call), actor=call.actor, progress=call.progress)
+async def stop(context: ActionContext, call: Call) -> Result:
+    _guard(context, call, "stop")
+    outcome = await _docker(context).stop(_target(call), actor=call.actor, progress=call.progress)
     return Result(outcome.summary, {"changed": outcome.changed, "status": outcome.status.summary()})
 
 
@@ -207,12 +224,12 @@ def _pinned(call: Call) -> ImagePin:
     return ImagePin.from_json(call.args["pinned"])
 
 
-async def deploy(executor: Executor, call: Call) -> Result:
-    _guard(executor, call, "deploy")
+async def deploy(context: ActionContext, call: Call) -> Result:
+    _guard(context, call, "deploy")
     image = call.args.get("image")
     if not isinstance(image, str):
         raise ActionRefused("name the image, e.g. /deploy web nginx:1.27")
-    deployer = _deployer(executor)
+    deployer = _deployer(context)
     result = await deployer.deploy(
         _target(call), image, requested_by=call.actor, approved_by=call.approved_by, pin=_pinned(call),
         progress=call.progress,
@@ -220,45 +237,45 @@ async def deploy(executor: Executor, call: Call) -> Result:
     return _deployed(result)
 
 
-async def rollback(executor: Executor, call: Call) -> Result:
-    _guard(executor, call, "rollback")
-    deployer = _deployer(executor)
+async def rollback(context: ActionContext, call: Call) -> Result:
+    _guard(context, call, "rollback")
+    deployer = _deployer(context)
     result = await deployer.rollback(
         _target(call), requested_by=call.actor, approved_by=call.approved_by, pin=_pinned(call), progress=call.progress
     )
     return _deployed(result)
 
 
-async def pin_image(executor: Executor, action: str, args: dict[str, Any]) -> dict[str, Any]:
+async def pin_image(context: ActionContext, action: str, args: dict[str, Any]) -> dict[str, Any]:
     """Deploy and rollback: the arguments with the image resolved NOW, as ``pinned``.
 
     Done when the request is made, before any approver is asked, so that the approval is
     bound (and its message shows) the image itself, not a name that may move; Refused
     when the image cannot be resolved. The Docker calls run in the driver's threads.
     """
-    if action not in ("deploy", "rollback") or executor.deployer is None:
+    if action not in ("deploy", "rollback") or context.deployer is None:
         return args
     if action == "deploy":
-        pin = await executor.deployer.pin(args["image"])
+        pin = await context.deployer.pin(args["image"])
     else:
         target = args.get("target")
         if not isinstance(target, str):
             raise ActionRefused("name the container, e.g. /rollback web")
-        pin = await executor.deployer.pin_rollback(target)
+        pin = await context.deployer.pin_rollback(target)
     return {**args, "pinned": pin.as_json()}
 
 
 # -- Proxmox VE ---------------------------------------------------------------------------
 
 
-def _proxmox(executor: Executor) -> ProxmoxDriver:
-    if executor.proxmox is None:
+def _proxmox(context: ActionContext) -> ProxmoxDriver:
+    if context.proxmox is None:
         raise Unavailable("Proxmox is not configured on this executor (set PROXMOX_HOST and PROXMOX_TOKEN)")
-    return executor.proxmox
+    return context.proxmox
 
 
-def _vm_visible(executor: Executor) -> Callable[[int, str], bool]:
-    return lambda vmid, node: vm_visible(executor.policy, vmid, node)
+def _vm_visible(context: ActionContext) -> Callable[[int, str], bool]:
+    return lambda vmid, node: vm_visible(context.policy, vmid, node)
 
 
 def _vmid(call: Call) -> int:
@@ -274,44 +291,44 @@ def _vm_result(outcome: VmOutcome) -> Result:
     return Result(outcome.summary, outcome.as_json())
 
 
-async def vm_status(executor: Executor, call: Call) -> Result:
-    _guard(executor, call, "vm.status")
+async def vm_status(context: ActionContext, call: Call) -> Result:
+    _guard(context, call, "vm.status")
     target = call.args.get("target")
-    found = await _proxmox(executor).status(_vm_visible(executor), None if target is None else _vmid(call))
+    found = await _proxmox(context).status(_vm_visible(context), None if target is None else _vmid(call))
     return Result(f"{len(found)} VMs", {"vms": [{**vm.as_json(), "summary": vm.summary()} for vm in found]})
 
 
-async def vm_start(executor: Executor, call: Call) -> Result:
-    _guard(executor, call, "vm.start")
-    return _vm_result(await _proxmox(executor).start(_vmid(call), _vm_visible(executor), actor=call.actor, progress=call.progress))
+async def vm_start(context: ActionContext, call: Call) -> Result:
+    _guard(context, call, "vm.start")
+    return _vm_result(await _proxmox(context).start(_vmid(call), _vm_visible(context), actor=call.actor, progress=call.progress))
 
 
-async def vm_shutdown(executor: Executor, call: Call) -> Result:
-    _guard(executor, call, "vm.shutdown")
-    return _vm_result(await _proxmox(executor).shutdown(_vmid(call), _vm_visible(executor), actor=call.actor, progress=call.progress))
+async def vm_shutdown(context: ActionContext, call: Call) -> Result:
+    _guard(context, call, "vm.shutdown")
+    return _vm_result(await _proxmox(context).shutdown(_vmid(call), _vm_visible(context), actor=call.actor, progress=call.progress))
 
 
-async def vm_reboot(executor: Executor, call: Call) -> Result:
-    _guard(executor, call, "vm.reboot")
-    return _vm_result(await _proxmox(executor).reboot(_vmid(call), _vm_visible(executor), actor=call.actor, progress=call.progress))
+async def vm_reboot(context: ActionContext, call: Call) -> Result:
+    _guard(context, call, "vm.reboot")
+    return _vm_result(await _proxmox(context).reboot(_vmid(call), _vm_visible(context), actor=call.actor, progress=call.progress))
 
 
-async def vm_snapshot(executor: Executor, call: Call) -> Result:
-    _guard(executor, call, "vm.snapshot")
+async def vm_snapshot(context: ActionContext, call: Call) -> Result:
+    _guard(context, call, "vm.snapshot")
     name = call.args.get("name")
-    outcome = await _proxmox(executor).snapshot(
-        _vmid(call), _vm_visible(executor), name, actor=call.actor, progress=call.progress
+    outcome = await _proxmox(context).snapshot(
+        _vmid(call), _vm_visible(context), name, actor=call.actor, progress=call.progress
     )
     return _vm_result(outcome)
 
 
-async def vm_rollback(executor: Executor, call: Call) -> Result:
-    _guard(executor, call, "vm.rollback")
+async def vm_rollback(context: ActionContext, call: Call) -> Result:
+    _guard(context, call, "vm.rollback")
     snapshot = call.args.get("snapshot")
     if not isinstance(snapshot, str):
         raise ActionRefused("name the snapshot, e.g. /vm rollback 101 before-upgrade")
-    outcome = await _proxmox(executor).rollback(
-        _vmid(call), snapshot, _vm_visible(executor), actor=call.actor, progress=call.progress
+    outcome = await _proxmox(context).rollback(
+        _vmid(call), snapshot, _vm_visible(context), actor=call.actor, progress=call.progress
     )
     return _vm_result(outcome)
 

@@ -100,6 +100,13 @@ class Executor:
         self.requests = RequestCounter()
         self.last_verified = LastVerification()
 
+    def action_context(self) -> actions.ActionContext:
+        """What the action handlers may use, as the executor holds it now."""
+        return actions.ActionContext(
+            policy=self.policy, audit=self.audit, approvals=self.approvals, verify=self.verify_audit,
+            clock=self.clock, docker=self.docker, deployer=self.deployer, proxmox=self.proxmox,
+        )  # fmt: skip
+
     # -- the entry point -------------------------------------------------------------------
 
     async def handle(self, token: str) -> Reply:
@@ -199,7 +206,7 @@ class Executor:
         try:
             actions.check_arguments(request.action, args)
             # Deploy and rollback are bound to the image itself from here on (approve what you see).
-            args = await actions.pin_image(self, request.action, args)
+            args = await actions.pin_image(self.action_context(), request.action, args)
         except (ActionError, DockerActionError) as exc:
             await self._record(request.actor, request.action, "refused", shown_target, params, exc.reason, request_id)
             return Reply(exc.status, exc.reason, request_id)
@@ -245,7 +252,7 @@ class Executor:
         try:
             if handler is None:
                 raise Unavailable(f"{action} is not available on this executor yet")
-            result = await handler(self, actions.Call(user_id=user_id, args=args, approval=approval, progress=progress))
+            result = await handler(self.action_context(), actions.Call(user_id=user_id, args=args, approval=approval, progress=progress))
         except (ActionError, DockerActionError) as exc:
             # Refused and busy touched nothing; failed and unavailable say what happened.
             decision = "refused" if exc.status in ("denied", "conflict") else "failed"

@@ -114,7 +114,7 @@ async def test_every_driver_call_is_decided_again_right_before_it(
         for action in ("restart", "stop", "logs", "deploy", "rollback"):
             call = actions.Call(user_id=OPERATOR, args={"target": f"zz-{resources.prefix}-outside", "image": images.ref("v2")})
             with pytest.raises(ActionRefused, match="not on the container allowlist"):
-                await actions.HANDLERS[action](harness.executor, call)
+                await actions.HANDLERS[action](harness.executor.action_context(), call)
         state = engine.inspect_container(outside["Id"])["State"]
         assert state["Running"] and state["StartedAt"] == before
     finally:

@@ -22,7 +22,7 @@ async def entries_of(harness: Harness, request_id: str | None) -> list[Any]:
 async def test_a_bug_in_an_action_is_answered_internal_error_and_audited(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def buggy(executor: Any, call: Call) -> Result:
+    async def buggy(context: Any, call: Call) -> Result:
         return Result(str(1 // 0))  # stands in for any bug an action may have
 
     # The catalogue's handler table is where actions plug in; this one has a bug.
