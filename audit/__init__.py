@@ -38,7 +38,7 @@ _EXPORTS = {
     "load_manifests": "audit.exports",
     "load_public_key": "audit.signing",
     "load_signing_key": "audit.signing",
-    "normalize_url": "audit.store",
+    "normalize_url": "audit.database",
     "parse_witness": "audit.checkpoints",
     "verify_chain": "audit.verify",
     "write_checkpoint": "audit.checkpoints",

@@ -1,6 +1,6 @@
 """The audit store: opening the database, appending entries durably, reading them back.
 
-SQLite (aiosqlite, the default) and PostgreSQL (asyncpg) through SQLAlchemy's asyncio API.
+SQLite (aiosqlite, the default) and PostgreSQL (asyncpg), opened through ``audit.database``.
 
 Appends are serialized twice over: inside one process a single writer task takes every
 pending append in turn and writes whatever has queued up meanwhile in one transaction
@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,15 +26,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, delete, event, func, insert, inspect, select, text, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.url import URL
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from audit.batching import GroupCommit
 from audit.canonical import encode_text, canonical_json, chain_hash, entry_object, format_ts
+from audit.database import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    describe,
+    lenient_text,
+    make_engine,
+    normalize_url,
+    sqlite_path,
+    unavailable,
+    upgrade_schema,
+)
 from audit.errors import AuditError, StoreUnavailable
 from audit.files import create_private, make_private_dir
 from audit.schema import ROW_COLUMNS, ROW_FIELDS, audit_head, audit_log
@@ -43,7 +51,6 @@ from audit.schema import ROW_COLUMNS, ROW_FIELDS, audit_head, audit_log
 Row = tuple[Any, ...]  # in the order of audit.schema.ROW_FIELDS
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 STREAM_BATCH = 5_000
 
 
@@ -99,38 +106,6 @@ class _Pending:
     outcome: str | None
     request_id: str | None
     along: Along | None = None
-
-
-def normalize_url(url: str) -> URL:
-    """The URL with its async driver; anything but SQLite or PostgreSQL is refused."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise StoreUnavailable(
-            f"database URL {url!r} cannot be parsed: use sqlite+aiosqlite:///path/to/wingman.db "
-            "or postgresql+asyncpg://user:password@host/dbname"
-        ) from None
-    backend, _, driver = parsed.drivername.partition("+")
-    if backend == "sqlite" and driver in ("", "aiosqlite"):
-        return parsed.set(drivername="sqlite+aiosqlite")
-    if backend in ("postgresql", "postgres") and driver in ("", "asyncpg"):
-        return parsed.set(drivername="postgresql+asyncpg")
-    raise StoreUnavailable(
-        f"database URL scheme {parsed.drivername!r} is not supported: use sqlite+aiosqlite:///path "
-        "or postgresql+asyncpg://user:password@host/dbname"
-    )
-
-
-def describe(url: URL) -> str:
-    """The URL as it may be shown to a person (no password)."""
-    return url.render_as_string(hide_password=True)
-
-
-def sqlite_path(url: URL) -> Path | None:
-    database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    return Path(database)
 
 
 class SqliteWriter:
@@ -189,98 +164,6 @@ def _along_rows(batch: list[_Pending]) -> dict[Table, list[dict[str, Any]]]:
     return rows
 
 
-def _lenient_text(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def make_engine(url: URL, *, writer: bool) -> AsyncEngine:
-    """An engine for ``url``; a writer's transactions take SQLite's write lock at BEGIN."""
-    if url.get_backend_name() == "postgresql":
-        # Readers see one snapshot for a whole verification, whatever is appended meanwhile.
-        isolation = "READ COMMITTED" if writer else "REPEATABLE READ"
-        return create_async_engine(url, isolation_level=isolation, pool_size=2, max_overflow=4)
-
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, record: Any) -> None:
-        # Let SQLAlchemy's begin event below open transactions, not the sqlite3 module.
-        dbapi_connection.isolation_level = None
-        if not writer:
-            # Text that is not UTF-8 (a byte flipped on disk) must reach verification as a
-            # broken entry, not stop the read with a decoding error.
-            record.driver_connection.text_factory = _lenient_text
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        if writer:
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = FULL")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        # The writer takes the lock before it reads the head; a reader's BEGIN keeps one
-        # snapshot for as long as it streams.
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
-
-    return engine
-
-
-async def upgrade_schema(engine: AsyncEngine, script_location: Path) -> None:
-    """Apply the Alembic migrations at ``script_location`` (their env.py takes the connection).
-
-    A database already at the head revisions is left alone without importing Alembic (about
-    11 MB a daemon then does not carry); its version table is ``<package>_alembic_version``,
-    as each env.py names it.
-    """
-    version_table = f"{script_location.parent.name}_alembic_version"
-    async with engine.connect() as conn:
-        applied = await conn.run_sync(_applied_revisions, version_table)
-    if applied == migration_heads(script_location):
-        return
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(script_location))
-
-    def upgrade(connection: Connection) -> None:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-
-    async with engine.begin() as conn:
-        await conn.run_sync(upgrade)
-
-
-def _applied_revisions(connection: Connection, version_table: str) -> set[str] | None:
-    if not inspect(connection).has_table(version_table):
-        return None
-    return {str(row[0]) for row in connection.execute(text(f"SELECT version_num FROM {version_table}"))}
-
-
-def migration_heads(script_location: Path) -> set[str]:
-    """The head revisions of the migrations at ``script_location``, read from their files
-    (``revision = "..."`` and ``down_revision = ...``) as Alembic reads them."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for file in (script_location / "versions").glob("*.py"):
-        source = file.read_text(encoding="utf-8")
-        revision = re.search(r"^revision\s*(?::[^=]*)?=\s*[\"'](\w+)[\"']", source, re.MULTILINE)
-        if revision is None:
-            continue
-        revisions.add(revision[1])
-        down = re.search(r"^down_revision\s*(?::[^=]*)?=\s*(.*)$", source, re.MULTILINE)
-        if down is not None:
-            parents.update(re.findall(r"[\"'](\w+)[\"']", down[1]))
-    return revisions - parents
-
-
-def _unavailable(url: URL, exc: BaseException) -> StoreUnavailable:
-    reason = getattr(exc, "orig", None) or exc
-    text = " ".join(str(reason).split()) or type(reason).__name__
-    return StoreUnavailable(f"{describe(url)}: {text}")
-
-
 class AuditStore:
     """The hash-chained ``audit_log`` of one database."""
 
@@ -335,7 +218,7 @@ class AuditStore:
             raise
         except (SQLAlchemyError, OSError) as exc:
             await store.close()
-            raise _unavailable(parsed, exc) from None
+            raise unavailable(parsed, exc) from None
         return store
 
     async def _migrate(self) -> None:
@@ -391,7 +274,7 @@ class AuditStore:
         return await self._writer.submit(pending)
 
     def _failure(self, exc: Exception) -> BaseException:
-        return exc if isinstance(exc, AuditError) else _unavailable(self.url, exc)
+        return exc if isinstance(exc, AuditError) else unavailable(self.url, exc)
 
     def _chain(self, batch: list[_Pending], seq: int, prev: str) -> tuple[list[Row], list[AuditEntry]]:
         """The rows that continue the chain from (seq, prev) with ``batch``."""
@@ -475,7 +358,7 @@ class AuditStore:
             async with self._reader_engine.connect() as conn:
                 return await self._read_head(conn)
         except (SQLAlchemyError, OSError) as exc:
-            raise _unavailable(self.url, exc) from None
+            raise unavailable(self.url, exc) from None
 
     async def _read_head(self, conn: AsyncConnection) -> Head:
         try:
@@ -496,7 +379,7 @@ class AuditStore:
             async with self._reader_engine.connect() as conn:
                 value = (await conn.execute(select(audit_log.c.entry_hash).where(audit_log.c.seq == seq))).scalar_one_or_none()
         except (SQLAlchemyError, OSError) as exc:
-            raise _unavailable(self.url, exc) from None
+            raise unavailable(self.url, exc) from None
         return None if value is None else str(value)
 
     async def tail(self, n: int) -> list[AuditEntry]:
@@ -505,7 +388,7 @@ class AuditStore:
             async with self._reader_engine.connect() as conn:
                 rows = (await conn.execute(query)).all()
         except (SQLAlchemyError, OSError) as exc:
-            raise _unavailable(self.url, exc) from None
+            raise unavailable(self.url, exc) from None
         return [AuditEntry.from_row(tuple(row)) for row in reversed(rows)]
 
     @contextlib.asynccontextmanager
@@ -525,7 +408,7 @@ class AuditStore:
                     finally:
                         await snapshot.close_streams()
         except (SQLAlchemyError, OSError) as exc:
-            raise _unavailable(self.url, exc) from None
+            raise unavailable(self.url, exc) from None
 
     async def count(self) -> int:
         async with self._reader_engine.connect() as conn:
@@ -622,13 +505,13 @@ class _SqliteSnapshot(Snapshot):
                     yield rows
                 return
             except sqlite3.OperationalError as exc:
-                if "decode" not in str(exc) or self._db.text_factory is _lenient_text:
-                    raise _unavailable(self.store.url, exc) from None
+                if "decode" not in str(exc) or self._db.text_factory is lenient_text:
+                    raise unavailable(self.store.url, exc) from None
                 # Text that is not UTF-8 (a byte flipped on disk): read on from here with
                 # the lenient decoder, so verification reports that entry as broken.
-                self._db.text_factory = _lenient_text
+                self._db.text_factory = lenient_text
             except sqlite3.Error as exc:
-                raise _unavailable(self.store.url, exc) from None
+                raise unavailable(self.store.url, exc) from None
             finally:
                 if not pending.done():
                     with contextlib.suppress(sqlite3.Error):
@@ -660,7 +543,7 @@ async def _sqlite_snapshot(store: AuditStore, path: Path) -> AsyncIterator[Snaps
                 raise StoreUnavailable(
                     f"{describe(store.url)}: no audit tables here (not a Wingman database, or never started)"
                 ) from None
-            raise _unavailable(store.url, exc) from None
+            raise unavailable(store.url, exc) from None
         if row is None:
             connection.close()
             raise StoreUnavailable(f"{describe(store.url)}: the audit_head row is missing")

@@ -34,7 +34,7 @@ from sqlalchemy import Column, Float, Index, Table, Text, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit.store import make_engine, normalize_url, sqlite_path, upgrade_schema
+from audit.database import make_engine, normalize_url, sqlite_path, upgrade_schema
 from executor.schema import metadata
 
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from audit.store import describe, sqlite_path
+from audit.database import describe, sqlite_path
 
 # The advisory lock's key: any fixed 64-bit number; this is b"wingman\x00" read as an integer.
 ADVISORY_KEY = int.from_bytes(b"wingman\x00", "big")

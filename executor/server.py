@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from audit import AuditError, AuditStore, load_public_key, write_checkpoint
 from audit.files import make_private_dir
 from audit.signing import KeyFileError, load_or_create_signing_key
-from audit.store import make_engine, normalize_url, upgrade_schema
+from audit.database import make_engine, normalize_url, upgrade_schema
 from executor import codes
 from executor.connections import RefusalRecord, SocketGate, reserve_open_files
 from executor.deploy import Deployer

@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives import serialization
 
 from audit import AuditError, AuditStore, load_public_key, verify_chain
 from audit.signing import KeyFileError
-from audit.store import describe, normalize_url, sqlite_path
+from audit.database import describe, normalize_url, sqlite_path
 from bot.settings import BotSettings
 from executor.settings import ExecutorSettings
 from process.settings import SettingsError, load_settings

@@ -194,7 +194,7 @@ def _wide(path: Path, allowed: int) -> tuple[Path, int] | None:
 def check_private_files(executor: ExecutorSettings) -> CheckResult:
     """The data directory 0700, the database, the audit key and the audit files 0600 (the
     executor makes them so; older installs and hand-made ones may be wider)."""
-    from audit.store import normalize_url, sqlite_path
+    from audit.database import normalize_url, sqlite_path
 
     what = "private files"
     data = executor.data_dir
@@ -290,7 +290,7 @@ async def _applied(url: Any) -> dict[str, set[str] | None]:
     from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
-    from audit.store import make_engine
+    from audit.database import make_engine
 
     found: dict[str, set[str] | None] = {}
     engine = make_engine(url, writer=False)
@@ -309,7 +309,7 @@ async def _applied(url: Any) -> dict[str, set[str] | None]:
 
 async def check_database(executor: ExecutorSettings) -> CheckResult:
     from audit import AuditError, AuditStore
-    from audit.store import describe, migration_heads, normalize_url, sqlite_path
+    from audit.database import describe, migration_heads, normalize_url, sqlite_path
     from audit.store import MIGRATIONS as AUDIT_MIGRATIONS
     from executor.server import MIGRATIONS as EXECUTOR_MIGRATIONS
 

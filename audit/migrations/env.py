@@ -1,4 +1,4 @@
-"""Alembic environment for the audit tables; run programmatically by ``audit.store.migrate``.
+"""Alembic environment for the audit tables; run programmatically by ``audit.database.upgrade_schema``.
 
 The caller hands over an open synchronous connection (inside ``AsyncConnection.run_sync``)
 through ``config.attributes["connection"]``; nothing here reads the environment.

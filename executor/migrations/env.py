@@ -1,4 +1,4 @@
-"""Alembic environment for the executor's tables; run by ``audit.store.upgrade_schema``."""
+"""Alembic environment for the executor's tables; run by ``audit.database.upgrade_schema``."""
 
 from __future__ import annotations
 

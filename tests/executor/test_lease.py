@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from audit import generate_key_pair
-from audit.store import normalize_url
+from audit.database import normalize_url
 from executor.lease import Lease, LeaseError
 from tests.audit.test_cli import wingman
 

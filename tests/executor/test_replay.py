@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import select
 
 from audit import AuditStore
-from audit.store import Along, make_engine, normalize_url, upgrade_schema
+from audit.database import make_engine, normalize_url, upgrade_schema
+from audit.store import Along
 from executor.protocol import make_token
 from executor.replay import FORGET_AFTER_SECONDS, ReplayGuard
 from executor.schema import seen_tokens

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from audit import AuditStore, generate_key_pair
-from audit.store import make_engine, normalize_url, upgrade_schema
+from audit.database import make_engine, normalize_url, upgrade_schema
 from executor.server import MIGRATIONS as EXECUTOR_MIGRATIONS
 from bot.settings import BotSettings
 from executor.settings import ExecutorSettings

@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from audit.store import MIGRATIONS as AUDIT_MIGRATIONS
-from audit.store import migration_heads
+from audit.database import migration_heads
 from executor.server import MIGRATIONS as EXECUTOR_MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[2]
