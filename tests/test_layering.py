@@ -12,6 +12,8 @@ Layers, bottom to top (a package imports only from layers below its own)::
     wingman      the command on top of everything
     benchmarks
 
+No circle between modules either: two modules that need each other are one in disguise.
+
 Every import counts, wherever it is written: at the top, inside a function (a lazy import
 is still a dependency) or under ``TYPE_CHECKING``. The bot's reach is followed through every
 module of ours it imports, transitively. The checks run on a small planted tree too, so a
@@ -147,6 +149,50 @@ def bot_violations(root: Path, packages: Sequence[str] = tuple(p for layer in LA
     return problems
 
 
+def module_cycles(root: Path, packages: Sequence[str]) -> list[list[str]]:
+    """Each circle of modules importing each other (Tarjan's strongly connected components).
+
+    An import of a module's own package (``from policy import names`` in ``policy.decide``)
+    is not an edge to the package's ``__init__``: it reaches the sibling it names.
+    """
+    known = module_files(root, packages)
+    edges: dict[str, set[str]] = {}
+    for found in imports(root, packages):
+        loaded = _loaded(found.target, known)
+        target = loaded[-1] if loaded else None
+        if target is None or target == found.module or found.module.startswith(f"{target}."):
+            continue
+        edges.setdefault(found.module, set()).add(target)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(edges.get(module, ())):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(known):
+        if module not in index:
+            visit(module)
+    return sorted(cycles)
+
+
 # -- the real tree ----------------------------------------------------------------------------
 
 
@@ -158,6 +204,10 @@ def test_the_bot_reaches_neither_docker_proxmoxer_sqlalchemy_nor_executor_intern
     assert bot_violations(ROOT) == []
     reached = reach(ROOT, "bot", [p for layer in LAYERS for p in layer])
     assert "executor.client" in reached and "aiogram" in reached  # the walk does get somewhere
+
+
+def test_no_circle_between_modules() -> None:
+    assert module_cycles(ROOT, [p for layer in LAYERS for p in layer]) == []
 
 
 def test_every_layered_package_exists() -> None:
@@ -252,3 +302,19 @@ def test_a_planted_sideways_import_is_found(tmp_path: Path) -> None:
 def test_what_the_bot_must_not_reach_is_found_transitively(tmp_path: Path, files: dict[str, str], expected: list[str]) -> None:
     root = plant(tmp_path, files)
     assert bot_violations(root) == expected
+
+
+def test_a_planted_circle_is_found_even_through_a_lazy_import(tmp_path: Path) -> None:
+    root = plant(
+        tmp_path,
+        {
+            "executor/actions.py": "from executor.service import Executor\n",
+            "executor/service.py": "def handlers():\n    from executor import actions\n",
+            "executor/codes.py": "from executor import protocol\n",  # a sibling, no circle
+            "executor/protocol.py": "",
+            "policy/__init__.py": "from policy.decide import decide\n",
+            "policy/decide.py": "from policy import names\n",  # re-exported by its package: no circle
+            "policy/names.py": "",
+        },
+    )
+    assert module_cycles(root, [p for layer in LAYERS for p in layer]) == [["executor.actions", "executor.service"]]
