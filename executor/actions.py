@@ -21,7 +21,7 @@ from executor.approvals import Approval, Approvals
 from executor.deploy import Deployer, DeployResult, ImagePin, parse_image_reference
 from executor.docker_driver import LOG_LINES_DEFAULT, LOG_LINES_MAX, DockerDriver
 from executor.progress import Progress, format_duration, no_progress
-from executor.errors import ActionRefused, Unavailable
+from executor.errors import Refused, Unavailable
 from executor.proxmox_driver import ProxmoxDriver, VmOutcome, snapshot_name_problem
 from policy import Policy, Verdict, allowed_actions, container_visible, decide, vm_visible
 
@@ -96,7 +96,7 @@ def _count(value: Any, default: int, maximum: int, name: str) -> int:
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
-        raise ActionRefused(f"{name} must be a whole number from 1 to {maximum}")
+        raise Refused(f"{name} must be a whole number from 1 to {maximum}")
     return value
 
 
@@ -138,7 +138,7 @@ def _guard(context: ActionContext, call: Call, action: str) -> None:
     """
     decision = decide(context.policy, user_id=call.user_id, action=action, target=call.args.get("target"))
     if decision.verdict is Verdict.DENY:
-        raise ActionRefused(decision.reason)
+        raise Refused(decision.reason)
 
 
 def _docker(context: ActionContext) -> DockerDriver:
@@ -156,7 +156,7 @@ def _deployer(context: ActionContext) -> Deployer:
 def _target(call: Call) -> str:
     target = call.args.get("target")
     if not isinstance(target, str):
-        raise ActionRefused("name the container, e.g. /restart web")
+        raise Refused("name the container, e.g. /restart web")
     return target
 
 
@@ -164,7 +164,7 @@ async def status(context: ActionContext, call: Call) -> Result:
     _guard(context, call, "status")
     target = call.args.get("target")
     if target is not None and not isinstance(target, str):
-        raise ActionRefused("name the container, e.g. /status web")
+        raise Refused("name the container, e.g. /status web")
     found = await _docker(context).status(lambda name: container_visible(context.policy, name), target)
     listed = [
         {
@@ -220,7 +220,7 @@ def _deployed(result: DeployResult) -> Result:
 def _pinned(call: Call) -> ImagePin:
     """The image the request was bound to when it was made (see :func:`pin_image`)."""
     if "pinned" not in call.args:
-        raise ActionRefused("this request was not bound to an image when it was made; ask again")
+        raise Refused("this request was not bound to an image when it was made; ask again")
     return ImagePin.from_json(call.args["pinned"])
 
 
@@ -228,7 +228,7 @@ async def deploy(context: ActionContext, call: Call) -> Result:
     _guard(context, call, "deploy")
     image = call.args.get("image")
     if not isinstance(image, str):
-        raise ActionRefused("name the image, e.g. /deploy web nginx:1.27")
+        raise Refused("name the image, e.g. /deploy web nginx:1.27")
     deployer = _deployer(context)
     result = await deployer.deploy(
         _target(call), image, requested_by=call.actor, approved_by=call.approved_by, pin=_pinned(call),
@@ -260,7 +260,7 @@ async def pin_image(context: ActionContext, action: str, args: dict[str, Any]) -
     else:
         target = args.get("target")
         if not isinstance(target, str):
-            raise ActionRefused("name the container, e.g. /rollback web")
+            raise Refused("name the container, e.g. /rollback web")
         pin = await context.deployer.pin_rollback(target)
     return {**args, "pinned": pin.as_json()}
 
@@ -283,7 +283,7 @@ def _vmid(call: Call) -> int:
     if isinstance(target, str) and target.isdigit():
         target = int(target)
     if not isinstance(target, int) or isinstance(target, bool):
-        raise ActionRefused("name the VM by its number, e.g. /vm start 101")
+        raise Refused("name the VM by its number, e.g. /vm start 101")
     return target
 
 
@@ -326,7 +326,7 @@ async def vm_rollback(context: ActionContext, call: Call) -> Result:
     _guard(context, call, "vm.rollback")
     snapshot = call.args.get("snapshot")
     if not isinstance(snapshot, str):
-        raise ActionRefused("name the snapshot, e.g. /vm rollback 101 before-upgrade")
+        raise Refused("name the snapshot, e.g. /vm rollback 101 before-upgrade")
     outcome = await _proxmox(context).rollback(
         _vmid(call), snapshot, _vm_visible(context), actor=call.actor, progress=call.progress
     )
@@ -336,17 +336,17 @@ async def vm_rollback(context: ActionContext, call: Call) -> Result:
 def check_arguments(action: str, args: dict[str, Any]) -> None:
     """Refuse, before anyone is asked to approve it, what the action would refuse anyway."""
     if action in ("deploy", "rollback") and "pinned" in args:
-        raise ActionRefused("args.pinned is set by the executor when it resolves the image; leave it out")
+        raise Refused("args.pinned is set by the executor when it resolves the image; leave it out")
     if action == "deploy":
         if not isinstance(args.get("image"), str):
-            raise ActionRefused("name the image, e.g. /deploy web nginx:1.27")
+            raise Refused("name the image, e.g. /deploy web nginx:1.27")
         parse_image_reference(args["image"])
     for key in ("name", "snapshot") if action in ("vm.snapshot", "vm.rollback") else ():
         value = args.get(key)
         if value is not None:
             problem = snapshot_name_problem(value) if isinstance(value, str) else "a snapshot name is text"
             if problem is not None:
-                raise ActionRefused(problem)
+                raise Refused(problem)
 
 
 HANDLERS: dict[str, Handler] = {

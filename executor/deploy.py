@@ -42,12 +42,9 @@ from docker.utils import version_gte
 
 from executor.deployments import Deployment, DeploymentStore, new_deployment_id
 from executor.docker_driver import (
-    ActionFailed,
     DeployFailed,
-    DockerActionError,
     DockerDriver,
     ImageRef,
-    Refused,
     explain_api_error,
     aside_name,
     check_container_name,
@@ -58,6 +55,7 @@ from executor.docker_driver import (
     short_id,
     stop_timeout,
 )
+from executor.errors import ActionError, ActionFailed, Refused
 from executor.progress import Progress, emit, no_progress
 from policy.names import show
 
@@ -645,7 +643,7 @@ class Deployer:
 
         try:
             now = await self.driver.run(work)
-        except DockerActionError:
+        except ActionError:
             return ""
         if now == pin.id:
             return ""
@@ -713,8 +711,8 @@ class Deployer:
             if not verdict.ok:
                 raise _StepFailed(verdict.reason)
         except Exception as exc:  # anything from here on is undone; CancelledError is left to recovery
-            reason = str(exc) if isinstance(exc, (_StepFailed, DockerActionError)) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, (_StepFailed, DockerActionError)):
+            reason = str(exc) if isinstance(exc, (_StepFailed, ActionError)) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, (_StepFailed, ActionError)):
                 log.exception("deploy of %s failed unexpectedly", name)
             raise await self._roll_back(record, name, old, previous, target, new_id, reason, verdict, progress) from None
 
@@ -736,7 +734,7 @@ class Deployer:
         try:
             # v=False: anonymous volumes now belong to the new container too.
             await self.driver.run(lambda api: api.remove_container(old_id, v=False, force=True))
-        except (APIError, DockerActionError) as exc:
+        except (APIError, ActionError) as exc:
             # Recovery's sweep removes it at the next start; the service is fine meanwhile.
             log.warning("could not remove the old container of deployment %s: %s", record.id, exc)
 
@@ -766,7 +764,7 @@ class Deployer:
                 try:
                     info = await self.driver.run(lambda api: api.inspect_container(new_id))
                     health_log = health_log_lines(info)
-                except (APIError, DockerActionError):
+                except (APIError, ActionError):
                     pass
         detail = {"reason": reason, "health_log": health_log, "last_logs": last_logs}
         problem = await self._restore(name, old, new_id, record.id, record.prev_was_running)
@@ -826,7 +824,7 @@ class Deployer:
             return await self.driver.run(work)
         except APIError as exc:
             return f"Docker refused: {explain_api_error(exc)}"
-        except DockerActionError as exc:
+        except ActionError as exc:
             return str(exc)
 
     # -- the health gate ------------------------------------------------------------------------
@@ -911,12 +909,12 @@ class Deployer:
             try:
                 with self.driver.locks.hold(record.service, RECOVERY_HOLDER):
                     await self._recover_one(record, timeout, window, report)
-            except (APIError, DockerActionError) as exc:
+            except (APIError, ActionError) as exc:
                 reason = explain_api_error(exc) if isinstance(exc, APIError) else str(exc)
                 report.done.append(f"{record.service}: could not finish interrupted {record.action} {record.id}: {reason}")
         try:
             await self._sweep_aside(visible, report)
-        except (APIError, DockerActionError) as exc:
+        except (APIError, ActionError) as exc:
             reason = explain_api_error(exc) if isinstance(exc, APIError) else str(exc)
             report.done.append(f"could not look for containers left aside by deploys: {reason}")
         return report
@@ -1068,7 +1066,7 @@ class Deployer:
             return await self.driver.run(fn)
         except APIError as exc:
             raise _StepFailed(f"{what} failed: {explain_api_error(exc)}") from None
-        except DockerActionError as exc:
+        except ActionError as exc:
             raise _StepFailed(f"{what} failed: {exc}") from None
 
     async def _inspect_service(self, name: str) -> dict[str, Any]:

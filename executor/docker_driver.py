@@ -14,8 +14,9 @@ One action at a time per container: :class:`ContainerLocks` refuses a second res
 start, stop, deploy or rollback on a container that is busy, naming who holds it. The
 deploy module (``executor.deploy``) takes the same locks through ``DockerDriver.locks``.
 
-Errors are :class:`DockerActionError` and its subclasses; ``str(error)`` is one line that
-can be shown to a person as it is. Nothing in this module raises anything else to its
+Errors are the executor's family (``executor.errors``): :class:`Refused`, :class:`Busy`,
+:class:`ActionFailed` (and :class:`DeployFailed`), :class:`EngineUnavailable`; ``str(error)``
+is one line that can be shown to a person as it is. Nothing in this module raises anything else to its
 callers for an engine failure, and no traceback is meant to reach a user.
 """
 
@@ -39,6 +40,7 @@ import requests
 from docker.api.client import APIClient
 from docker.errors import APIError, DockerException, NotFound
 
+from executor.errors import ActionError, ActionFailed, Busy, Refused, Unavailable
 from executor.progress import Progress, emit, format_duration, no_progress
 from policy.names import container_name_problem, show
 
@@ -61,49 +63,8 @@ _ASIDE_NAME = re.compile(r"(?P<service>.+)-wingman-old-(?P<deploy>[0-9a-f]{8,32}
 # -- errors -------------------------------------------------------------------------------
 
 
-class DockerActionError(Exception):
-    """A Docker action that did not happen or did not succeed; ``str()`` is the reason.
-
-    ``status`` is the same word ``executor.errors`` uses for the wire protocol, so the
-    executor can map these in one place.
-    """
-
-    status = "failed"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class Refused(DockerActionError):
-    """Refused before anything was touched: bad name, unknown container or image, policy."""
-
-    status = "denied"
-
-
-class Busy(DockerActionError):
-    """Another action holds the container; ``holder`` says who ("tg:1001 (deploy)"). Nothing touched."""
-
-    status = "conflict"
-
-    def __init__(self, name: str, holder: str) -> None:
-        super().__init__(f"{name} is busy: {holder} is acting on it; try again when that has finished")
-        self.name = name
-        self.holder = holder
-
-
-class EngineUnavailable(DockerActionError):
+class EngineUnavailable(Unavailable):
     """The Docker engine could not be reached or did not answer."""
-
-    status = "unavailable"
-
-
-class ActionFailed(DockerActionError):
-    """The action ran but the container did not end in the expected state."""
-
-    def __init__(self, reason: str, *, last_logs: Sequence[str] = ()) -> None:
-        super().__init__(reason)
-        self.last_logs = list(last_logs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +82,7 @@ class ImageRef:
         return f"{self.tag} ({self.short_id})"
 
 
-class DeployFailed(DockerActionError):
+class DeployFailed(ActionFailed):
     """A deploy or rollback failed; what it rolled back to and why are attached.
 
     ``rolled_back_to`` is the image the service runs again, or None when even the restore
@@ -139,11 +100,10 @@ class DeployFailed(DockerActionError):
         health_log: Sequence[str] = (),
         last_logs: Sequence[str] = (),
     ) -> None:
-        super().__init__(reason)
+        super().__init__(reason, last_logs=last_logs)
         self.deployment_id = deployment_id
         self.rolled_back_to = rolled_back_to
         self.health_log = list(health_log)
-        self.last_logs = list(last_logs)
 
 
 # -- per-container locks -------------------------------------------------------------------
@@ -166,7 +126,7 @@ class ContainerLocks:
     def hold(self, name: str, holder: str) -> Iterator[None]:
         current = self._holders.get(name)
         if current is not None:
-            raise Busy(name, current)
+            raise Busy(f"{name} is busy: {current} is acting on it; try again when that has finished", holder=current)
         self._holders[name] = holder
         try:
             yield
@@ -397,7 +357,7 @@ class DockerDriver:
             return fn(self._api())
         except APIError:
             raise
-        except DockerActionError:
+        except ActionError:
             raise
         except requests.exceptions.ReadTimeout:
             raise EngineUnavailable(
@@ -508,7 +468,7 @@ class DockerDriver:
         """The last lines of a container by id, cleaned; empty when they cannot be read."""
         try:
             raw = await self.run(lambda api: api.logs(container_id, stdout=True, stderr=True, tail=lines))
-        except (APIError, DockerActionError):
+        except (APIError, ActionError):
             return []
         return clean_log_text(raw)[-lines:]
 

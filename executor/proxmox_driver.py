@@ -20,7 +20,7 @@ status and carries the last lines of the task log (``TaskFailed.last_logs``). Sh
 sends ``forceStop``: a guest that does not shut down in time is left running and the
 answer says so. Rollback first takes a safety snapshot and names it.
 
-Errors are the executor's own (``executor.errors``): ``ActionRefused`` (nothing touched),
+Errors are the executor's own (``executor.errors``): ``Refused`` (nothing touched),
 ``Busy``, ``ActionFailed`` (and its ``TaskFailed``), ``Unavailable`` (Proxmox unreachable,
 credentials refused, a 5xx answer). ``str(error)`` is one line that can be shown as it is;
 credentials never appear in one.
@@ -49,7 +49,7 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 
 from executor.progress import Progress, emit, format_duration, no_progress
-from executor.errors import ActionError, ActionFailed, ActionRefused, Busy, StartupError, Unavailable
+from executor.errors import ActionError, ActionFailed, Refused, Busy, StartupError, Unavailable
 from policy.names import node_name_problem, parse_vmid, show, vmid_problem
 
 log = logging.getLogger(__name__)
@@ -109,10 +109,9 @@ class TaskFailed(ActionFailed):
     """
 
     def __init__(self, reason: str, *, upid: str, exitstatus: str | None, last_logs: Iterable[str] = ()) -> None:
-        super().__init__(reason)
+        super().__init__(reason, last_logs=last_logs)
         self.upid = upid
         self.exitstatus = exitstatus
-        self.last_logs = list(last_logs)
 
 
 # -- values returned ----------------------------------------------------------------------
@@ -226,7 +225,7 @@ def snapshot_name_problem(name: object) -> str | None:
 def check_snapshot_name(name: object) -> str:
     problem = snapshot_name_problem(name)
     if problem is not None:
-        raise ActionRefused(problem)
+        raise Refused(problem)
     assert isinstance(name, str)
     return name
 
@@ -241,7 +240,7 @@ def free_snapshot_name(prefix: str, taken: Iterable[str], now: datetime) -> str:
         candidate = f"{base}-{n}"
         if candidate not in used:
             return candidate
-    raise ActionRefused(f"too many snapshots named {base}-…: delete some in Proxmox first")
+    raise Refused(f"too many snapshots named {base}-…: delete some in Proxmox first")
 
 
 def parse_host(text: str) -> tuple[str, int]:
@@ -530,11 +529,11 @@ class ProxmoxDriver:
         """The guest with this vmid, on the node Proxmox says, when ``visible`` admits it."""
         number = parse_vmid(vmid)
         if number is None:
-            raise ActionRefused(vmid_problem(vmid))
+            raise Refused(vmid_problem(vmid))
         found = [g for g in await self._guests() if g.vmid == number]
         # A hidden guest is answered exactly like a missing one.
         if len(found) != 1 or not visible(number, found[0].node):
-            raise ActionRefused(f"there is no allowed VM or CT {number}")
+            raise Refused(f"there is no allowed VM or CT {number}")
         return found[0]
 
     async def _current(self, guest: VmStatus) -> _Current:
@@ -732,7 +731,7 @@ class ProxmoxDriver:
             _refuse_template(guest)
             current = await self._current(guest)
             if current.status != "running":
-                raise ActionRefused(f"{guest.label} is {current.status}, not running; use /vm start to start it")
+                raise Refused(f"{guest.label} is {current.status}, not running; use /vm start to start it")
             self._refuse_locked(guest, current)
             await emit(progress, "rebooting", {"vmid": guest.vmid, "node": guest.node})
             what = f"the reboot of {guest.label}"
@@ -764,7 +763,7 @@ class ProxmoxDriver:
             if name is None:
                 name = free_snapshot_name(DEFAULT_SNAPSHOT_PREFIX, taken, self.now())
             elif name in taken:
-                raise ActionRefused(f"{guest.label} already has a snapshot named {name!r}")
+                raise Refused(f"{guest.label} already has a snapshot named {name!r}")
             upid = await self._take_snapshot(guest, name, f"taken by Wingman for {actor}", progress)
             after = await self._status_after(guest)
             return _outcome(
@@ -790,7 +789,7 @@ class ProxmoxDriver:
             taken = await self._snapshot_names(guest)
             if snapshot not in taken:
                 known = ", ".join(taken[-10:]) if taken else "none"
-                raise ActionRefused(f"{guest.label} has no snapshot named {snapshot!r} (it has: {known})")
+                raise Refused(f"{guest.label} has no snapshot named {snapshot!r} (it has: {known})")
             safety = free_snapshot_name(SAFETY_SNAPSHOT_PREFIX, taken, self.now())
             await emit(progress, "safety-snapshot", {"vmid": guest.vmid, "snapshot": safety})
             try:
@@ -979,7 +978,7 @@ def _number(value: object, kind: type[int] | type[float]) -> Any:
 
 def _refuse_template(guest: VmStatus) -> None:
     if guest.template:
-        raise ActionRefused(f"{guest.label} is a template; templates cannot be started, stopped or snapshotted")
+        raise Refused(f"{guest.label} is a template; templates cannot be started, stopped or snapshotted")
 
 
 def _outcome(guest: VmStatus, action: str, changed: bool, summary: str, status: str | None, **extra: Any) -> VmOutcome:

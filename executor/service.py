@@ -37,7 +37,7 @@ from executor import actions
 from executor.approvals import APPROVED, CANCELLED, DONE, EXPIRED, FAILED, PENDING, REFUSED, REJECTED, RUNNING, Approval, Approvals, Vote
 from executor.codes import CODE_PATTERN, OneTimeCodes
 from executor.deploy import Deployer
-from executor.docker_driver import DockerActionError, DockerDriver, explain_api_error
+from executor.docker_driver import DockerDriver, explain_api_error
 from executor.errors import ActionError, Unavailable
 from executor.proxmox_driver import ProxmoxDriver
 from executor.metrics import LastVerification, RequestCounter
@@ -207,7 +207,7 @@ class Executor:
             actions.check_arguments(request.action, args)
             # Deploy and rollback are bound to the image itself from here on (approve what you see).
             args = await actions.pin_image(self.action_context(), request.action, args)
-        except (ActionError, DockerActionError) as exc:
+        except ActionError as exc:
             await self._record(request.actor, request.action, "refused", shown_target, params, exc.reason, request_id)
             return Reply(exc.status, exc.reason, request_id)
         params = _audit_params(args)
@@ -253,10 +253,8 @@ class Executor:
             if handler is None:
                 raise Unavailable(f"{action} is not available on this executor yet")
             result = await handler(self.action_context(), actions.Call(user_id=user_id, args=args, approval=approval, progress=progress))
-        except (ActionError, DockerActionError) as exc:
-            # Refused and busy touched nothing; failed and unavailable say what happened.
-            decision = "refused" if exc.status in ("denied", "conflict") else "failed"
-            await self._record(actor, action, decision, target, params, exc.reason, request_id)
+        except ActionError as exc:
+            await self._record(actor, action, exc.decision, target, params, exc.reason, request_id)
             return Reply(exc.status, exc.reason, request_id, _failure_details(exc))
         await self._record(actor, action, "executed", target, params, result.summary, request_id)
         return Reply("done", result.summary, request_id, result.data)

@@ -18,7 +18,8 @@ from typing import Any
 
 from executor.deploy import Deployer
 from executor.deployments import DeploymentStore
-from executor.docker_driver import DockerActionError, DockerDriver
+from executor.docker_driver import DockerDriver
+from executor.errors import ActionError
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -35,7 +36,7 @@ async def main(args: argparse.Namespace) -> int:
     try:
         result = await deployer.deploy(args.name, args.image, requested_by="tg:1001", progress=progress)
         print(f"RESULT {result.summary}", flush=True)
-    except DockerActionError as exc:
+    except ActionError as exc:
         print(f"RESULT {type(exc).__name__}: {exc}", flush=True)
     finally:
         await driver.close()

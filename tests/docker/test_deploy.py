@@ -16,14 +16,8 @@ from docker.types import IPAMConfig, IPAMPool
 
 from executor.deploy import DEPLOYMENT_LABEL, Deployer
 from executor.deployments import DeploymentStore
-from executor.docker_driver import (
-    ASIDE_MARKER,
-    Busy,
-    DeployFailed,
-    DockerDriver,
-    EngineUnavailable,
-    Refused,
-)
+from executor.docker_driver import ASIDE_MARKER, DeployFailed, DockerDriver, EngineUnavailable
+from executor.errors import Busy, Refused
 from tests.harness import Recorder
 from tests.docker.engine import Resources, free_port
 from tests.docker.images import BuiltImages

@@ -11,14 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from executor.docker_driver import (
-    ActionFailed,
-    Busy,
-    DockerDriver,
-    EngineUnavailable,
-    Refused,
-    aside_name,
-)
+from executor.docker_driver import DockerDriver, EngineUnavailable, aside_name
+from executor.errors import ActionFailed, Busy, Refused
 from tests.docker.engine import Resources
 from tests.docker.images import BuiltImages
 

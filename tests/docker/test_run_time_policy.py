@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from audit import verify_chain
 from executor import actions
-from executor.errors import ActionRefused
+from executor.errors import Refused
 from tests.docker.engine import Resources
 from tests.docker.images import BuiltImages
 from tests.docker.test_executor_actions import finished
@@ -113,7 +113,7 @@ async def test_every_driver_call_is_decided_again_right_before_it(
         before = engine.inspect_container(outside["Id"])["State"]["StartedAt"]
         for action in ("restart", "stop", "logs", "deploy", "rollback"):
             call = actions.Call(user_id=OPERATOR, args={"target": f"zz-{resources.prefix}-outside", "image": images.ref("v2")})
-            with pytest.raises(ActionRefused, match="not on the container allowlist"):
+            with pytest.raises(Refused, match="not on the container allowlist"):
                 await actions.HANDLERS[action](harness.executor.action_context(), call)
         state = engine.inspect_container(outside["Id"])["State"]
         assert state["Running"] and state["StartedAt"] == before

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from executor.errors import ActionFailed, ActionRefused, Busy, Unavailable
+from executor.errors import ActionFailed, Refused, Busy, Unavailable
 from executor.proxmox_driver import ProxmoxDriver, TaskFailed
 from tests.doubles.proxmox import ProxmoxDouble, TaskPlan, TlsFiles
 from tests.harness import Recorder
@@ -40,7 +40,7 @@ async def test_status_of_one_guest_shows_its_lock(driver: ProxmoxDriver, pve: Pr
 async def test_a_hidden_guest_is_answered_like_a_missing_one(driver: ProxmoxDriver) -> None:
     reasons = []
     for vmid in (301, 999, 4242):
-        with pytest.raises(ActionRefused) as caught:
+        with pytest.raises(Refused) as caught:
             await driver.status(visible, vmid)
         reasons.append(caught.value.reason.replace(str(vmid), "N"))
     assert len(set(reasons)) == 1, reasons
@@ -51,7 +51,7 @@ async def test_a_hidden_guest_is_answered_like_a_missing_one(driver: ProxmoxDriv
 async def test_malformed_vmids_are_refused_before_asking_proxmox(
     driver: ProxmoxDriver, pve: ProxmoxDouble, vmid: object
 ) -> None:
-    with pytest.raises(ActionRefused, match="is not a vmid"):
+    with pytest.raises(Refused, match="is not a vmid"):
         await driver.start(vmid, visible)
     assert pve.calls == []
 
@@ -226,7 +226,7 @@ async def test_reboot(driver: ProxmoxDriver, pve: ProxmoxDouble) -> None:
 
 
 async def test_rebooting_a_stopped_vm_is_refused(driver: ProxmoxDriver, pve: ProxmoxDouble) -> None:
-    with pytest.raises(ActionRefused, match="is stopped, not running; use /vm start"):
+    with pytest.raises(Refused, match="is stopped, not running; use /vm start"):
         await driver.reboot(102, visible)
     assert pve.posts() == []
 
@@ -280,16 +280,16 @@ async def test_valid_snapshot_names(driver: ProxmoxDriver, pve: ProxmoxDouble, n
 async def test_invalid_snapshot_names_are_refused_before_asking_proxmox(
     driver: ProxmoxDriver, pve: ProxmoxDouble, name: object
 ) -> None:
-    with pytest.raises(ActionRefused, match="snapshot name|reserved"):
+    with pytest.raises(Refused, match="snapshot name|reserved"):
         await driver.snapshot(101, visible, name)  # type: ignore[arg-type]
-    with pytest.raises(ActionRefused, match="snapshot name|reserved"):
+    with pytest.raises(Refused, match="snapshot name|reserved"):
         await driver.rollback(101, name, visible)  # type: ignore[arg-type]
     assert pve.calls == []
 
 
 async def test_a_snapshot_name_in_use_is_refused(driver: ProxmoxDriver, pve: ProxmoxDouble) -> None:
     pve.add_snapshot(101, "base")
-    with pytest.raises(ActionRefused, match="already has a snapshot named 'base'"):
+    with pytest.raises(Refused, match="already has a snapshot named 'base'"):
         await driver.snapshot(101, visible, "base")
     assert pve.posts() == []
 
@@ -323,7 +323,7 @@ async def test_rollback_of_an_lxc_container(driver: ProxmoxDriver, pve: ProxmoxD
 
 async def test_rollback_to_a_missing_snapshot_is_refused(driver: ProxmoxDriver, pve: ProxmoxDouble) -> None:
     pve.add_snapshot(101, "base")
-    with pytest.raises(ActionRefused, match=r"has no snapshot named 'nope' \(it has: base\)"):
+    with pytest.raises(Refused, match=r"has no snapshot named 'nope' \(it has: base\)"):
         await driver.rollback(101, "nope", visible)
     assert pve.posts() == []
 
