@@ -31,7 +31,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit import AuditError, AuditStore, verify_chain
 from audit.verify import VerifyReport
-from audit.canonical import CanonicalError, canonical_json, encode_text
 from audit.signing import SigningKey
 from executor import actions
 from executor.approvals import APPROVED, CANCELLED, DONE, EXPIRED, FAILED, PENDING, REFUSED, REJECTED, RUNNING, Approval, Approvals, Vote
@@ -43,6 +42,7 @@ from executor.proxmox_driver import ProxmoxDriver
 from executor.metrics import LastVerification, RequestCounter
 from executor.outbox import MAX_WAIT, Outbox
 from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier
+from executor.recordable import audit_params, shown_target, unrecordable
 from executor.replay import Claim, ReplayGuard
 from policy import Policy, Role, Verdict, decide, may_approve, needs_one_time_code, run_time_refusal
 
@@ -121,7 +121,7 @@ class Executor:
             if request.action in PROTOCOL_ACTIONS:
                 await self._write_claim(request_id)
                 return await self._protocol_action(request, request_id)
-            problem = _unrecordable(request)
+            problem = unrecordable(request)
             if problem is not None:
                 return await self._refuse(request, request_id, "bad_request", problem)
             return await self._catalogue_action(request, request_id)
@@ -159,8 +159,8 @@ class Executor:
                 await self._record("unverified", "request", "internal_error", None, {}, reason, request_id)
             else:
                 await self._record(
-                    request.actor, request.action, "internal_error", _shown_target(request.args),
-                    _audit_params(request.args), reason, request_id,
+                    request.actor, request.action, "internal_error", shown_target(request.args),
+                    audit_params(request.args), reason, request_id,
                 )  # fmt: skip
         except Exception as audit_exc:  # the answer still goes out; the log has both
             log.error("request %s: the internal error could not be audited: %s", request_id, audit_exc)
@@ -195,27 +195,27 @@ class Executor:
             return await self._refuse(request, request_id, "bad_request", "the client may only use outbox.* as itself")
         args = request.args
         target = args.get("target")
-        shown_target = _shown_target(args)
+        shown = shown_target(args)
         if not (target is None or isinstance(target, (str, int))) or isinstance(target, bool):
             return await self._refuse(request, request_id, "bad_request", "args.target must be a name or a number")
         decision = decide(self.policy, user_id=request.user_id, action=request.action, target=target)
-        params = _audit_params(args)
+        params = audit_params(args)
         if decision.verdict is Verdict.DENY:
-            await self._record(request.actor, request.action, "denied", shown_target, params, decision.reason, request_id)
+            await self._record(request.actor, request.action, "denied", shown, params, decision.reason, request_id)
             return Reply("denied", decision.reason, request_id)
         try:
             actions.check_arguments(request.action, args)
             # Deploy and rollback are bound to the image itself from here on (approve what you see).
             args = await actions.pin_image(self.action_context(), request.action, args)
         except ActionError as exc:
-            await self._record(request.actor, request.action, "refused", shown_target, params, exc.reason, request_id)
+            await self._record(request.actor, request.action, "refused", shown, params, exc.reason, request_id)
             return Reply(exc.status, exc.reason, request_id)
-        params = _audit_params(args)
+        params = audit_params(args)
         if decision.verdict is Verdict.NEEDS_APPROVAL:
             await self._write_claim(request_id)
             approval = await self.approvals.create(
                 action=request.action,
-                target=shown_target,
+                target=shown,
                 args=args,
                 requester=request.actor,
                 context=request.chat,
@@ -226,15 +226,15 @@ class Executor:
                 ttl=self._approval_ttl,
             )
             await self._record(
-                request.actor, request.action, "needs_approval", shown_target, {**params, "approval": approval.id},
+                request.actor, request.action, "needs_approval", shown, {**params, "approval": approval.id},
                 decision.reason, request_id,
             )  # fmt: skip
             await self._notify_approval("approval.requested", approval)
             return Reply("pending", decision.reason, request_id, {"approval": approval.as_json()})
         if (decision.tier or 0) > 0:
             # Written before acting, so even a crash mid-action leaves the attempt on record.
-            await self._record(request.actor, request.action, "allowed", shown_target, params, None, request_id)
-        return await self._run(request.actor, request.action, args, request_id, shown_target, params, request.user_id)
+            await self._record(request.actor, request.action, "allowed", shown, params, None, request_id)
+        return await self._run(request.actor, request.action, args, request_id, shown, params, request.user_id)
 
     async def _run(
         self,
@@ -377,7 +377,7 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - not started: still approved, the next start runs it
             log.error("request %s could not be started (%s); the executor's next start runs it", approval.id, _unexpected(exc))
             return
-        params = {**_audit_params(approval.args), "approval": approval.id, "approved_by": approval.decided_by}
+        params = {**audit_params(approval.args), "approval": approval.id, "approved_by": approval.decided_by}
         audit: str | None = None  # the outcome's audit decision, when _run has not written it
         try:
             refusal = self._run_time_refusal(approval)
@@ -447,7 +447,7 @@ class Executor:
             except Exception as exc:  # noqa: BLE001 - it still ends; how is what we cannot tell
                 log.error("request %s: could not look at what recovery found", approval.id, exc_info=exc)
                 reply = Reply("failed", f"interrupted by an executor restart; its outcome cannot be told: {_unexpected(exc)}", approval.request_id)
-            params = {**_audit_params(approval.args), "approval": approval.id, "approved_by": approval.decided_by}
+            params = {**audit_params(approval.args), "approval": approval.id, "approved_by": approval.decided_by}
             final = DONE if reply.status == "done" else FAILED
             await self._end_approval(approval, final, reply, "executed" if final == DONE else "failed", params)
             lines.append(f"{what} was interrupted: {reply.reason}")
@@ -529,7 +529,7 @@ class Executor:
         return Reply("done", f"{acked} acknowledged", request_id, {"acknowledged": acked})
 
     async def _refuse(self, request: Request, request_id: str, status: str, reason: str) -> Reply:
-        await self._record(request.actor, request.action, status, _shown_target(request.args), _audit_params(request.args), reason, request_id)
+        await self._record(request.actor, request.action, status, shown_target(request.args), audit_params(request.args), reason, request_id)
         return Reply(status, reason, request_id)
 
     async def verify_audit(self, now: datetime | None = None) -> VerifyReport:
@@ -595,67 +595,3 @@ def _failure_details(exc: Exception) -> dict[str, Any]:
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
     return {k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v) for k, v in details.items()}
-
-
-def _safe_text(value: object) -> str:
-    """Client-supplied text as the audit can hold it: bounded, no NUL, no lone surrogates."""
-    text = str(value)[:200].replace("\x00", "\\0")
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _shown_target(args: dict[str, Any]) -> str | None:
-    target = args.get("target")
-    return None if target is None else _safe_text(target)
-
-
-def _unrecordable(request: Request) -> str | None:
-    """What in a catalogue request's arguments or chat the audit log (and an approval's
-    binding) cannot record exactly, as one line naming it (see ``audit.canonical``)."""
-    for part, values in (("args", request.args), ("chat", request.chat)):
-        for name, value in values.items():
-            shown = f"{part}.{_safe_text(name)[:40]}"
-            problem = _unrecordable_value(name) or _unrecordable_value(value)
-            if problem is not None:
-                return f"{shown} {problem}"
-    return None
-
-
-def _unrecordable_value(value: object) -> str | None:
-    if isinstance(value, float):
-        return f"holds a floating-point number ({value!r}), which the audit log cannot record exactly: send a whole number or text"
-    if isinstance(value, str):
-        try:
-            encode_text(value)
-        except CanonicalError:
-            return "holds a lone surrogate, which is not valid Unicode: send valid UTF-8 text"
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            problem = _unrecordable_value(key) or _unrecordable_value(item)
-            if problem is not None:
-                return problem
-        return None
-    if isinstance(value, list):
-        for item in value:
-            problem = _unrecordable_value(item)
-            if problem is not None:
-                return problem
-        return None
-    try:
-        canonical_json(value)
-    except CanonicalError as exc:
-        return f"cannot be recorded: {exc}"
-    return None
-
-
-def _audit_params(args: dict[str, Any]) -> dict[str, Any]:
-    """The request's arguments as the audit can hold them (no floats, bounded size, no one-time code)."""
-    if "code" in args:
-        args = {k: v for k, v in args.items() if k != "code"}
-    try:
-        text = canonical_json(args)
-    except CanonicalError:
-        return {"unencodable_args": repr(args)[:500]}
-    if len(text) > 4000:
-        return {"args_truncated": text[:4000]}
-    return args
