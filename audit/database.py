@@ -8,7 +8,7 @@ the executor or the bot: the only thing of ours it imports is the error it raise
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,23 +94,38 @@ def make_engine(url: URL, *, writer: bool) -> AsyncEngine:
     return engine
 
 
-async def upgrade_schema(engine: AsyncEngine, script_location: Path) -> None:
-    """Apply the Alembic migrations at ``script_location`` (their env.py takes the connection).
+@dataclass(frozen=True, slots=True)
+class Migrations:
+    """One package's Alembic migrations: where they are, the table Alembic records the
+    applied revisions in (as their env.py configures it), and the head revisions they end at.
 
-    A database already at the head revisions is left alone without importing Alembic (about
-    11 MB a daemon then does not carry); its version table is ``<package>_alembic_version``,
-    as each env.py names it.
+    The heads are declared beside the migrations, not asked of Alembic's ``ScriptDirectory``:
+    importing any part of Alembic (it brings Mako) costs a daemon about 9 MB that stays for
+    as long as it runs, even once the modules are dropped, and a daemon whose database is
+    already migrated has no other use for it. tests/wingman/test_migrations.py holds the
+    declaration to ``ScriptDirectory.get_heads()`` and to env.py's version table, so a new
+    migration without its heads updated fails the suite rather than a start.
     """
-    version_table = f"{script_location.parent.name}_alembic_version"
+
+    location: Path
+    version_table: str
+    heads: frozenset[str]
+
+
+async def upgrade_schema(engine: AsyncEngine, migrations: Migrations) -> None:
+    """Bring the database to ``migrations``' heads with Alembic (its env.py takes the connection).
+
+    A database already at the heads is left alone without importing Alembic at all.
+    """
     async with engine.connect() as conn:
-        applied = await conn.run_sync(_applied_revisions, version_table)
-    if applied == migration_heads(script_location):
+        applied = await conn.run_sync(applied_revisions, migrations.version_table)
+    if applied == migrations.heads:
         return
     from alembic import command
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(script_location))
+    config.set_main_option("script_location", str(migrations.location))
 
     def upgrade(connection: Connection) -> None:
         config.attributes["connection"] = connection
@@ -120,27 +135,11 @@ async def upgrade_schema(engine: AsyncEngine, script_location: Path) -> None:
         await conn.run_sync(upgrade)
 
 
-def _applied_revisions(connection: Connection, version_table: str) -> set[str] | None:
+def applied_revisions(connection: Connection, version_table: str) -> set[str] | None:
+    """The revisions recorded in ``version_table``; None when there is no such table."""
     if not inspect(connection).has_table(version_table):
         return None
     return {str(row[0]) for row in connection.execute(text(f"SELECT version_num FROM {version_table}"))}
-
-
-def migration_heads(script_location: Path) -> set[str]:
-    """The head revisions of the migrations at ``script_location``, read from their files
-    (``revision = "..."`` and ``down_revision = ...``) as Alembic reads them."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for file in (script_location / "versions").glob("*.py"):
-        source = file.read_text(encoding="utf-8")
-        revision = re.search(r"^revision\s*(?::[^=]*)?=\s*[\"'](\w+)[\"']", source, re.MULTILINE)
-        if revision is None:
-            continue
-        revisions.add(revision[1])
-        down = re.search(r"^down_revision\s*(?::[^=]*)?=\s*(.*)$", source, re.MULTILINE)
-        if down is not None:
-            parents.update(re.findall(r"[\"'](\w+)[\"']", down[1]))
-    return revisions - parents
 
 
 def unavailable(url: URL, exc: BaseException) -> StoreUnavailable:

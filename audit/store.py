@@ -46,11 +46,11 @@ from audit.database import (
 )
 from audit.errors import AuditError, StoreUnavailable
 from audit.files import create_private, make_private_dir
+from audit.migrations import MIGRATIONS
 from audit.schema import ROW_COLUMNS, ROW_FIELDS, audit_head, audit_log
 
 Row = tuple[Any, ...]  # in the order of audit.schema.ROW_FIELDS
 T = TypeVar("T")
-MIGRATIONS = Path(__file__).parent / "migrations"
 STREAM_BATCH = 5_000
 
 

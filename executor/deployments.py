@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, Float, Index, Table, Text, insert, select, update
@@ -35,9 +34,9 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit.database import make_engine, normalize_url, sqlite_path, upgrade_schema
+from executor.migrations import MIGRATIONS
 from executor.schema import metadata
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 
 # States in which a deployment has not ended: recovery looks at these after a crash.
 OPEN_STATES = ("recorded", "replacing", "starting", "verifying", "healthy", "rolling_back")

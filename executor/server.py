@@ -42,6 +42,7 @@ from executor.docker_driver import DockerDriver
 from executor.errors import StartupError
 from executor.lease import Lease, LeaseError
 from executor.metrics import render as render_metrics
+from executor.migrations import MIGRATIONS
 from executor.proxmox_driver import ProxmoxDriver
 from executor.protocol import BODY_TIMEOUT, CONTENT_TYPE, IDLE_TIMEOUT, MAX_BODY, PATH, STATUS_HTTP
 from executor.scheduling import build_scheduler
@@ -52,7 +53,6 @@ from process.lifecycle import run_until_signalled
 from scheduler import ENV_NAMES, ScheduleConfig, ScheduleConfigError, Scheduler
 
 log = logging.getLogger("wingman.executor")
-MIGRATIONS = Path(__file__).parent / "migrations"
 SHUTDOWN_GRACE = 30.0
 BACKLOG = 512  # connections waiting to be accepted; a refused storm must not fill it for the bot
 

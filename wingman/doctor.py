@@ -309,9 +309,9 @@ async def _applied(url: Any) -> dict[str, set[str] | None]:
 
 async def check_database(executor: ExecutorSettings) -> CheckResult:
     from audit import AuditError, AuditStore
-    from audit.database import describe, migration_heads, normalize_url, sqlite_path
-    from audit.store import MIGRATIONS as AUDIT_MIGRATIONS
-    from executor.server import MIGRATIONS as EXECUTOR_MIGRATIONS
+    from audit.database import describe, normalize_url, sqlite_path
+    from audit.migrations import MIGRATIONS as AUDIT_MIGRATIONS
+    from executor.migrations import MIGRATIONS as EXECUTOR_MIGRATIONS
 
     try:
         url = normalize_url(executor.database_url)
@@ -334,8 +334,9 @@ async def check_database(executor: ExecutorSettings) -> CheckResult:
     finally:
         await store.close()
     applied = await _applied(url)
-    for table, location in (("audit_alembic_version", AUDIT_MIGRATIONS), ("executor_alembic_version", EXECUTOR_MIGRATIONS)):
-        have, want = applied.get(table), migration_heads(location)
+    for migrations in (AUDIT_MIGRATIONS, EXECUTOR_MIGRATIONS):
+        table = migrations.version_table
+        have, want = applied.get(table), migrations.heads
         if have != want:
             return _fail(
                 f"database {shown}",

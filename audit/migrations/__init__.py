@@ -1,1 +1,8 @@
-"""Alembic migrations of the audit tables (version table ``audit_alembic_version``)."""
+"""Alembic migrations of the audit tables, and what ``audit.database.upgrade_schema`` needs
+to know of them without loading Alembic."""
+
+from pathlib import Path
+
+from audit.database import Migrations
+
+MIGRATIONS = Migrations(Path(__file__).parent, "audit_alembic_version", heads=frozenset({"0001"}))

@@ -9,9 +9,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
+from audit.migrations import MIGRATIONS
 from audit.schema import metadata
-
-VERSION_TABLE = "audit_alembic_version"
 
 connection = context.config.attributes["connection"]
 if connection.dialect.name == "postgresql":
@@ -20,7 +19,7 @@ if connection.dialect.name == "postgresql":
 context.configure(
     connection=connection,
     target_metadata=metadata,
-    version_table=VERSION_TABLE,
+    version_table=MIGRATIONS.version_table,
     render_as_batch=True,  # SQLite cannot ALTER most things; batch mode copies the table
 )
 context.run_migrations()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
+from executor.migrations import MIGRATIONS
 from executor.schema import metadata
 
 connection = context.config.attributes["connection"]
@@ -13,7 +14,7 @@ if connection.dialect.name == "postgresql":
 context.configure(
     connection=connection,
     target_metadata=metadata,
-    version_table="executor_alembic_version",
+    version_table=MIGRATIONS.version_table,
     render_as_batch=True,
 )
 context.run_migrations()

@@ -22,7 +22,7 @@ from audit.store import Along
 from executor.protocol import make_token
 from executor.replay import FORGET_AFTER_SECONDS, ReplayGuard
 from executor.schema import seen_tokens
-from executor.server import MIGRATIONS
+from executor.migrations import MIGRATIONS
 from tests.harness import ADMIN, APPROVER, VIEWER, Harness
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from audit import AuditStore, generate_key_pair
 from audit.database import make_engine, normalize_url, upgrade_schema
-from executor.server import MIGRATIONS as EXECUTOR_MIGRATIONS
+from executor.migrations import MIGRATIONS as EXECUTOR_MIGRATIONS
 from bot.settings import BotSettings
 from executor.settings import ExecutorSettings
 

@@ -1,7 +1,8 @@
 """Migrations: Alembic applies them; a database already at the head does not need Alembic loaded.
 
-``upgrade_schema`` reads the head revisions from the migration files and the applied ones
-from the version table; only when they differ does it import Alembic and upgrade.
+``upgrade_schema`` compares the head revisions each package's migrations declare with the
+applied ones in the version table; only when they differ does it import Alembic and upgrade.
+What is declared is held here to what Alembic itself reads.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from pathlib import Path
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from audit.store import MIGRATIONS as AUDIT_MIGRATIONS
-from audit.database import migration_heads
-from executor.server import MIGRATIONS as EXECUTOR_MIGRATIONS
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from audit.database import applied_revisions
+from audit.migrations import MIGRATIONS as AUDIT_MIGRATIONS
+from executor.migrations import MIGRATIONS as EXECUTOR_MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,13 +40,27 @@ print("alembic" in sys.modules)
 """
 
 
-def test_heads_read_from_the_files_are_alembics() -> None:
-    for location in (AUDIT_MIGRATIONS, EXECUTOR_MIGRATIONS):
+def test_the_declared_heads_are_alembics() -> None:
+    for migrations in (AUDIT_MIGRATIONS, EXECUTOR_MIGRATIONS):
         config = Config()
-        config.set_main_option("script_location", str(location))
-        assert migration_heads(location) == set(ScriptDirectory.from_config(config).get_heads())
-        # upgrade_schema finds the version table by the package's name, as env.py names it.
-        assert f'"{location.parent.name}_alembic_version"' in (location / "env.py").read_text()
+        config.set_main_option("script_location", str(migrations.location))
+        assert migrations.heads == set(ScriptDirectory.from_config(config).get_heads()), (
+            f"{migrations.location}/__init__.py: declare the heads Alembic finds"
+        )
+        # env.py configures Alembic with the version table upgrade_schema reads.
+        assert "version_table=MIGRATIONS.version_table" in (migrations.location / "env.py").read_text()
+
+
+def test_the_applied_revisions_are_the_ones_alembic_reads(tmp_path: Path) -> None:
+    start(f"sqlite+aiosqlite:///{tmp_path / 'wingman.db'}")  # migrated by the daemon's stores
+    engine = create_engine(f"sqlite:///{tmp_path / 'wingman.db'}")
+    with engine.connect() as connection:
+        for migrations in (AUDIT_MIGRATIONS, EXECUTOR_MIGRATIONS):
+            context = MigrationContext.configure(connection, opts={"version_table": migrations.version_table})
+            assert applied_revisions(connection, migrations.version_table) == set(context.get_current_heads())
+            assert set(context.get_current_heads()) == migrations.heads
+        assert applied_revisions(connection, "no_such_alembic_version") is None
+    engine.dispose()
 
 
 def start(url: str) -> bool:
