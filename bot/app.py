@@ -9,6 +9,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, Update
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 
 from audit.signing import KeyFileError, SigningKey, load_signing_key
 from bot.handlers import ChatGate, build_router
@@ -124,6 +126,51 @@ def make_bot(token: str, api_base: str | None) -> Bot:
     return Bot(token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True))
 
 
+class UpdateHandler(SimpleRequestHandler):
+    """aiogram's webhook handler for one bot: it compares ``X-Telegram-Bot-Api-Secret-Token``
+    (constant time) before anything reads the body, answers at once and handles the update
+    in the background, as polling does. Three things differ, each by overriding one method:
+
+    - a request without the secret is told in one line what is missing (aiogram's says
+      ``Unauthorized``), still unread;
+    - a body that is not an update is answered 400 with one line (aiogram's would fail with a
+      500 for bad JSON, or accept anything JSON and fail later in the background);
+    - closing the web application leaves the bot's session open: ``BotApp.stop`` closes it
+      once the updates in flight are done (aiogram's closes it first).
+    """
+
+    def __init__(self, dispatcher: Dispatcher, bot: Bot, secret: str, **data: Any) -> None:
+        super().__init__(dispatcher, bot, handle_in_background=True, secret_token=secret, **data)
+
+    @property
+    def in_flight(self) -> set[asyncio.Task[Any]]:
+        return set(self._background_feed_update_tasks)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if not self.verify_secret(request.headers.get(SECRET_HEADER, ""), self.bot):
+            return web.Response(status=401, text=f"wrong or missing {SECRET_HEADER}\n")
+        return await super().handle(request)
+
+    async def _handle_request_background(self, bot: Bot, request: web.Request) -> web.Response:
+        try:
+            update = Update.model_validate(await request.json(loads=bot.session.json_loads), context={"bot": bot})
+        except (ValueError, RecursionError):  # not JSON, or not an update (ValidationError is a ValueError)
+            return web.Response(status=400, text="the body is not a Telegram update\n")
+        task = asyncio.create_task(self._feed(bot, update), name=f"update-{update.update_id}")
+        self._background_feed_update_tasks.add(task)
+        task.add_done_callback(self._background_feed_update_tasks.discard)
+        return web.json_response({}, dumps=bot.session.json_dumps)
+
+    async def _feed(self, bot: Bot, update: Update) -> None:
+        try:
+            await self.dispatcher.feed_update(bot, update, **self.data)
+        except Exception:  # one update's failure must not pass unnoticed, nor stop the others
+            log.exception("update %s failed", update.update_id)
+
+    async def close(self) -> None:
+        """Nothing: the bot's session outlives the web application (see the class)."""
+
+
 class BotApp:
     """One running bot; ``start`` then ``stop`` (the tests drive it the same way)."""
 
@@ -142,7 +189,7 @@ class BotApp:
         self.pump = NotificationPump(self.bot, self.client, settings.chat_id)
         self._tasks: list[asyncio.Task[None]] = []
         self._webhook_server: web.AppRunner | None = None
-        self._fed: set[asyncio.Task[None]] = set()  # webhook updates being handled
+        self._updates: UpdateHandler | None = None
 
     async def start(self) -> None:
         try:
@@ -170,7 +217,9 @@ class BotApp:
     async def _start_webhook(self, webhook: Webhook) -> None:
         """Listen first, then tell Telegram where to post: its first update finds us ready."""
         app = web.Application()
-        app.router.add_post(webhook.path, self._on_update)
+        self._updates = UpdateHandler(self.dispatcher, self.bot, webhook.secret, client=self.client)
+        self._updates.register(app, path=webhook.path)
+        setup_application(app, self.dispatcher, client=self.client)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         try:
@@ -189,36 +238,14 @@ class BotApp:
         except TelegramAPIError as exc:
             raise SettingsError(f"TELEGRAM_WEBHOOK_URL: Telegram did not accept the webhook: {exc.message}") from None
 
-    async def _on_update(self, request: web.Request) -> web.Response:
-        """One update posted by Telegram: answered at once, handled in the background (as
-        polling does); without the secret nothing is read."""
-        given = request.headers.get(SECRET_HEADER, "").encode("utf-8", "surrogateescape")
-        assert self.webhook is not None
-        if not secrets.compare_digest(given, self.webhook.secret.encode()):
-            return web.Response(status=401, text=f"wrong or missing {SECRET_HEADER}\n")
-        try:
-            update = Update.model_validate(await request.json(), context={"bot": self.bot})
-        except (ValueError, RecursionError):  # not JSON, or not an update (ValidationError is a ValueError)
-            return web.Response(status=400, text="the body is not a Telegram update\n")
-        task = asyncio.create_task(self._feed(update), name=f"update-{update.update_id}")
-        self._fed.add(task)
-        task.add_done_callback(self._fed.discard)
-        return web.json_response({})
-
-    async def _feed(self, update: Update) -> None:
-        try:
-            await self.dispatcher.feed_update(self.bot, update, client=self.client)
-        except Exception:  # one update's failure must not pass unnoticed, nor stop the others
-            log.exception("update %s failed", update.update_id)
-
     async def stop(self) -> None:
         """Stop polling, let in-flight executor calls finish (bounded), close the sessions."""
         self.pump.stop()
         if self._webhook_server is not None:
             # Stop taking updates (Telegram keeps them until the bot is back), finish those taken.
             await self._webhook_server.cleanup()
-            if self._fed:
-                await asyncio.wait(set(self._fed), timeout=SHUTDOWN_GRACE)
+            if self._updates is not None and self._updates.in_flight:
+                await asyncio.wait(self._updates.in_flight, timeout=SHUTDOWN_GRACE)
         with contextlib.suppress(RuntimeError):  # polling had not started (or webhook mode)
             await self.dispatcher.stop_polling()
         if self.pump.idle:
