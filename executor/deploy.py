@@ -21,7 +21,7 @@ same path. ``recover`` runs at start-up: every deployment recorded but not finis
 executor died mid-deploy) is brought to an end with the service running, and no container
 is left under a temporary name.
 
-One action per container at a time (the driver's :class:`ContainerLocks`); deploys of
+One action per container at a time (the driver's ``locks``, ``executor.locks.TargetLocks``); deploys of
 different containers run side by side.
 """
 

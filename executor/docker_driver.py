@@ -10,7 +10,7 @@ checks that a name is a valid container name that names EXACTLY one existing con
 (the engine would otherwise accept an id prefix), and it never lists, counts or hints at a
 container its caller's ``visible`` predicate hides.
 
-One action at a time per container: :class:`ContainerLocks` refuses a second restart,
+One action at a time per container: ``DockerDriver.locks`` (``executor.locks``) refuses a second restart,
 start, stop, deploy or rollback on a container that is busy, naming who holds it. The
 deploy module (``executor.deploy``) takes the same locks through ``DockerDriver.locks``.
 
@@ -29,7 +29,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,7 +40,8 @@ import requests
 from docker.api.client import APIClient
 from docker.errors import APIError, DockerException, NotFound
 
-from executor.errors import ActionError, ActionFailed, Busy, Refused, Unavailable
+from executor.errors import ActionError, ActionFailed, Refused, Unavailable
+from executor.locks import TargetLocks
 from executor.progress import Progress, emit, format_duration, no_progress
 from policy.names import container_name_problem, show
 
@@ -104,34 +105,6 @@ class DeployFailed(ActionFailed):
         self.deployment_id = deployment_id
         self.rolled_back_to = rolled_back_to
         self.health_log = list(health_log)
-
-
-# -- per-container locks -------------------------------------------------------------------
-
-
-class ContainerLocks:
-    """One action at a time per container name, refused (not queued) when busy.
-
-    The event loop is single-threaded and ``hold`` never awaits between looking and taking,
-    so two coroutines cannot both take the same name.
-    """
-
-    def __init__(self) -> None:
-        self._holders: dict[str, str] = {}
-
-    def holder(self, name: str) -> str | None:
-        return self._holders.get(name)
-
-    @contextlib.contextmanager
-    def hold(self, name: str, holder: str) -> Iterator[None]:
-        current = self._holders.get(name)
-        if current is not None:
-            raise Busy(f"{name} is busy: {current} is acting on it; try again when that has finished", holder=current)
-        self._holders[name] = holder
-        try:
-            yield
-        finally:
-            del self._holders[name]
 
 
 # -- values returned ----------------------------------------------------------------------
@@ -320,12 +293,12 @@ class DockerDriver:
         timeout: float = 60.0,
         workers: int = 8,
         settle_seconds: float = 1.0,
-        locks: ContainerLocks | None = None,
+        locks: TargetLocks[str] | None = None,
     ) -> None:
         self.base_url = base_url
         self.timeout = timeout
         self.settle_seconds = settle_seconds
-        self.locks = locks or ContainerLocks()
+        self.locks = locks or TargetLocks[str]()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wingman-docker")
         self._client: docker.DockerClient | None = None
         self._client_lock = threading.Lock()

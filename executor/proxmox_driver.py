@@ -37,7 +37,7 @@ import re
 import ssl
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +48,7 @@ import requests
 from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 
+from executor.locks import TargetLocks
 from executor.progress import Progress, emit, format_duration, no_progress
 from executor.errors import ActionError, ActionFailed, Refused, Busy, StartupError, Unavailable
 from policy.names import node_name_problem, parse_vmid, show, vmid_problem
@@ -280,30 +281,6 @@ def _ipv6_or_fail(host: str, problem: str) -> None:
         raise StartupError(problem) from None
 
 
-# -- per-guest locks ------------------------------------------------------------------------
-
-
-class VmLocks:
-    """One Wingman action at a time per vmid, refused (not queued) when busy."""
-
-    def __init__(self) -> None:
-        self._holders: dict[int, str] = {}
-
-    def holder(self, vmid: int) -> str | None:
-        return self._holders.get(vmid)
-
-    @contextlib.contextmanager
-    def hold(self, vmid: int, label: str, holder: str) -> Iterator[None]:
-        current = self._holders.get(vmid)
-        if current is not None:
-            raise Busy(f"{label} is busy: {current} is acting on it; try again when that has finished")
-        self._holders[vmid] = holder
-        try:
-            yield
-        finally:
-            del self._holders[vmid]
-
-
 # -- settings -------------------------------------------------------------------------------
 
 
@@ -374,7 +351,7 @@ class ProxmoxDriver:
         log_lines: int = 10,
         now: Callable[[], datetime] | None = None,
         workers: int = 4,
-        locks: VmLocks | None = None,
+        locks: TargetLocks[int] | None = None,
     ) -> None:
         self.host, self.port = parse_host(host)
         self._api_kwargs = _credentials(token, user, password)
@@ -393,7 +370,7 @@ class ProxmoxDriver:
         self.progress_interval = progress_interval
         self.log_lines = log_lines
         self.now = now or (lambda: datetime.now().astimezone())
-        self.locks = locks or VmLocks()
+        self.locks = locks or TargetLocks[int]()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wingman-proxmox")
         self._client: ProxmoxAPI | None = None
         self._client_lock = threading.Lock()
@@ -670,7 +647,7 @@ class ProxmoxDriver:
         self, vmid: object, visible: Visible, *, actor: str = "wingman", progress: Progress = no_progress
     ) -> VmOutcome:
         guest = await self._locate(vmid, visible)
-        with self.locks.hold(guest.vmid, guest.label, f"{actor} (start)"):
+        with self.locks.hold(guest.vmid, f"{actor} (start)", label=guest.label):
             _refuse_template(guest)
             current = await self._current(guest)
             if current.status == "running":
@@ -692,7 +669,7 @@ class ProxmoxDriver:
     ) -> VmOutcome:
         """A clean shutdown through the guest (ACPI or the container's init); never a forced stop."""
         guest = await self._locate(vmid, visible)
-        with self.locks.hold(guest.vmid, guest.label, f"{actor} (shutdown)"):
+        with self.locks.hold(guest.vmid, f"{actor} (shutdown)", label=guest.label):
             _refuse_template(guest)
             current = await self._current(guest)
             if current.status == "stopped":
@@ -727,7 +704,7 @@ class ProxmoxDriver:
     ) -> VmOutcome:
         """A clean reboot through the guest; a stopped guest is refused (start it instead)."""
         guest = await self._locate(vmid, visible)
-        with self.locks.hold(guest.vmid, guest.label, f"{actor} (reboot)"):
+        with self.locks.hold(guest.vmid, f"{actor} (reboot)", label=guest.label):
             _refuse_template(guest)
             current = await self._current(guest)
             if current.status != "running":
@@ -755,7 +732,7 @@ class ProxmoxDriver:
         if name is not None:
             check_snapshot_name(name)
         guest = await self._locate(vmid, visible)
-        with self.locks.hold(guest.vmid, guest.label, f"{actor} (snapshot)"):
+        with self.locks.hold(guest.vmid, f"{actor} (snapshot)", label=guest.label):
             _refuse_template(guest)
             current = await self._current(guest)
             self._refuse_locked(guest, current)
@@ -782,7 +759,7 @@ class ProxmoxDriver:
         """Roll the guest back to ``snapshot``, after taking a safety snapshot of its present state."""
         check_snapshot_name(snapshot)
         guest = await self._locate(vmid, visible)
-        with self.locks.hold(guest.vmid, guest.label, f"{actor} (rollback)"):
+        with self.locks.hold(guest.vmid, f"{actor} (rollback)", label=guest.label):
             _refuse_template(guest)
             current = await self._current(guest)
             self._refuse_locked(guest, current)
@@ -1023,7 +1000,6 @@ __all__ = [
     "ProxmoxSettings",
     "TaskFailed",
     "Visible",
-    "VmLocks",
     "VmOutcome",
     "VmStatus",
     "check_snapshot_name",
