@@ -18,7 +18,7 @@ from typing import Any
 from audit import AuditStore
 from audit.verify import VerifyReport
 from executor.approvals import Approval, Approvals
-from executor.deploy import Deployer, DeployResult, ImagePin, parse_image_reference
+from executor.deploy import Deployer, DeployResult, ImagePin, check_image_reference
 from executor.docker_driver import LOG_LINES_DEFAULT, LOG_LINES_MAX, DockerDriver
 from executor.progress import Progress, format_duration, no_progress
 from executor.errors import Refused, Unavailable
@@ -340,7 +340,7 @@ def check_arguments(action: str, args: dict[str, Any]) -> None:
     if action == "deploy":
         if not isinstance(args.get("image"), str):
             raise Refused("name the image, e.g. /deploy web nginx:1.27")
-        parse_image_reference(args["image"])
+        check_image_reference(args["image"])
     for key in ("name", "snapshot") if action in ("vm.snapshot", "vm.rollback") else ():
         value = args.get(key)
         if value is not None:

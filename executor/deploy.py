@@ -57,6 +57,13 @@ from executor.docker_driver import (
 )
 from executor.errors import ActionError, ActionFailed, Refused
 from executor.progress import Progress, emit, no_progress
+from policy.images import (
+    ImageReference,
+    ImageReferenceError,
+    image_policy_problem,
+    parse_image_reference,
+    repository_of,
+)
 from policy.names import show
 
 log = logging.getLogger(__name__)
@@ -72,72 +79,13 @@ RECOVERY_HOLDER = "wingman (recovery)"
 
 # -- image references ---------------------------------------------------------------------
 
-# The grammar of distribution/reference (what `docker pull` accepts), ASCII only.
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-_REFERENCE = re.compile(
-    rf"(?P<name>(?:(?P<domain>{_DOMAIN})/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
-    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?"
-)
-_HEX64 = re.compile(r"(?:sha256:)?[0-9a-f]{64}")
-NAME_MAX = 255  # Docker's limit for a repository name with its domain
-REFERENCE_MAX = 512
 
-
-@dataclass(frozen=True, slots=True)
-class ImageReference:
-    """A parsed ``[domain/]path[:tag][@digest]``; ``repository`` is fully qualified."""
-
-    text: str
-    name: str
-    tag: str | None
-    digest: str | None
-    repository: str  # docker.io/library/nginx for "nginx"
-
-    @property
-    def pull_args(self) -> tuple[str, str]:
-        """(repository, tag-or-digest) as the SDK's ``pull`` takes them."""
-        return self.name, self.digest or self.tag or "latest"
-
-
-def parse_image_reference(text: object) -> ImageReference:
-    """The parsed reference, or Refused with the reason (bad syntax, an image id, too long)."""
-    if not isinstance(text, str) or not text:
-        raise Refused(f"{show(text)} is not an image reference: give name:tag, like nginx:1.27")
-    if len(text) > REFERENCE_MAX:
-        raise Refused(f"{show(text)} is too long for an image reference")
-    if _HEX64.fullmatch(text) or text.startswith("sha256:"):
-        raise Refused(f"{show(text)} is an image id: give the image by name and tag, like app:1.2")
-    match = _REFERENCE.fullmatch(text)
-    if match is None:
-        raise Refused(
-            f"{show(text)} is not a valid image reference: name[:tag] with a lower-case name"
-            " (letters, digits, '.', '_', '-', '/') and a tag of letters, digits, '_', '.', '-'"
-        )
-    name = match.group("name")
-    if len(name) > NAME_MAX:
-        raise Refused(f"{show(text)}: the image name is longer than {NAME_MAX} characters")
-    return ImageReference(text, name, match.group("tag"), match.group("digest"), _qualified(name))
-
-
-def _qualified(name: str) -> str:
-    """docker.io/library/nginx for nginx: the form in which two names can be compared."""
-    first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
-        return name
-    if sep:
-        return f"docker.io/{name}"
-    return f"docker.io/library/{name}"
-
-
-def _repository_of(text: str) -> str | None:
+def check_image_reference(text: object) -> ImageReference:
+    """The parsed reference (see :mod:`policy.images`), or Refused with the reason."""
     try:
-        return parse_image_reference(text).repository
-    except Refused:
-        return None
+        return parse_image_reference(text)
+    except ImageReferenceError as exc:
+        raise Refused(str(exc)) from None
 
 
 _PIN_ID = re.compile(r"sha256:[0-9a-f]{64}")
@@ -184,36 +132,6 @@ def short_digest(digest: str) -> str:
     if len(hexdigits) <= 8:
         return digest
     return f"{algorithm}:{hexdigits[:4]}…{hexdigits[-4:]}"
-
-
-def image_admitted(ref: ImageReference, patterns: Sequence[str]) -> bool:
-    """Whether an image allowlist entry admits ``ref``: an exact name, or a ``prefix*`` glob.
-
-    An exact entry matches the repository (``nginx`` and ``docker.io/library/nginx`` alike)
-    or the whole reference; a glob's prefix is compared with the name as typed and with the
-    qualified repository.
-    """
-    for pattern in patterns:
-        if not isinstance(pattern, str) or not pattern:
-            continue
-        if pattern.endswith("*"):
-            prefix = pattern[:-1]
-            if ref.text.startswith(prefix) or ref.name.startswith(prefix) or ref.repository.startswith(prefix):
-                return True
-        elif pattern == ref.text or pattern == ref.name or _repository_of(pattern) == ref.repository:
-            return True
-    return False
-
-
-def image_policy_problem(ref: ImageReference, current: set[str], allowlist: Sequence[str]) -> str | None:
-    """None when ``ref`` may replace an image of the ``current`` repositories, else why not."""
-    if ref.repository in current or image_admitted(ref, allowlist):
-        return None
-    now = ", ".join(sorted(current)) or "an unknown repository"
-    return (
-        f"{ref.text} is from another repository than the running image ({now}); "
-        "only the image allowlist can admit a different repository"
-    )
 
 
 # -- the create request ---------------------------------------------------------------------
@@ -442,7 +360,7 @@ class Deployer:
         registry cannot be reached. The registry is asked through the engine
         (``inspect_distribution``), so the engine's own registry credentials apply.
         """
-        ref = parse_image_reference(image)
+        ref = check_image_reference(image)
 
         def work(api: APIClient) -> ImagePin:
             try:
@@ -505,7 +423,7 @@ class Deployer:
         what it rolled back to).
         """
         check_container_name(name)
-        ref = parse_image_reference(image)
+        ref = check_image_reference(image)
         if pin is not None and pin.image != ref.text:
             raise Refused(f"the request was bound to {pin.image}, not {ref.text}; ask again")
         started = time.monotonic()
@@ -577,7 +495,7 @@ class Deployer:
                 raise Refused(f"{name} already runs {target}; there is nothing to roll back to")
             # Create from the tag only while it still names that very image: a moved tag
             # must not matter, and the id is what the new container is checked against.
-            tagged = await self._inspect_image(target.tag) if _repository_of(target.tag) else {}
+            tagged = await self._inspect_image(target.tag) if repository_of(target.tag) else {}
             create_ref = target.tag if tagged.get("Id") == target.id else target.id
             old_image = await self._inspect_image(str(old["Image"]))
             return await self._replace(
@@ -1125,11 +1043,11 @@ class Deployer:
         recorded = await self.store.latest_tag(name, str(old["Image"]))
         if recorded:
             texts.append(recorded)
-        return {repo for repo in map(_repository_of, texts) if repo}
+        return {repo for repo in map(repository_of, texts) if repo}
 
     async def _display_tag(self, name: str, old: dict[str, Any], old_image: dict[str, Any]) -> str:
         configured = str((old.get("Config") or {}).get("Image") or "")
-        if _repository_of(configured):
+        if repository_of(configured):
             return configured
         recorded = await self.store.latest_tag(name, str(old["Image"]))
         if recorded:
