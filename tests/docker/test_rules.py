@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from executor.deploy import build_create_spec, check_image_reference
+from executor.create_spec import build_create_spec
+from executor.deploy import check_image_reference
 from executor.docker_driver import clean_log_text, mask_secrets, parse_aside_name, aside_name
 from executor.errors import Refused
 
