@@ -1,4 +1,4 @@
-"""Deploy, rollback and crash recovery: recreate a container with only its image changed.
+"""Deploy and rollback: recreate a container with only its image changed.
 
 A deploy, step by step (each docker call in the driver's thread pool, never on the loop):
 
@@ -17,9 +17,8 @@ A deploy, step by step (each docker call in the driver's thread pool, never on t
    its name back and is started again — then rolled back, and :class:`DeployFailed`.
 
 ``rollback`` goes back to the image the last deploy replaced, BY IMAGE ID, through the
-same path. ``recover`` runs at start-up: every deployment recorded but not finished (the
-executor died mid-deploy) is brought to an end with the service running, and no container
-is left under a temporary name.
+same path. What a crash mid-deploy leaves behind is put right at start-up by
+:func:`executor.recovery.recover`, which uses the deployer's health gate and restore.
 
 One action per container at a time (the driver's ``locks``, ``executor.locks.TargetLocks``); deploys of
 different containers run side by side.
@@ -31,8 +30,8 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from docker.api.client import APIClient
@@ -49,8 +48,6 @@ from executor.docker_driver import (
     check_container_name,
     health_log_lines,
     health_of,
-    parse_aside_name,
-    parse_docker_time,
     short_id,
     stop_timeout,
 )
@@ -74,7 +71,6 @@ log = logging.getLogger(__name__)
 DEPLOYMENT_LABEL = "wingman.deployment"
 DEFAULT_HEALTH_TIMEOUT = 60.0
 DEFAULT_RUNNING_WINDOW = 10.0
-RECOVERY_HOLDER = "wingman (recovery)"
 
 # -- image references ---------------------------------------------------------------------
 
@@ -156,14 +152,6 @@ class GateVerdict:
     elapsed: float
 
 
-@dataclass(frozen=True, slots=True)
-class Recovery:
-    """What start-up recovery did (``done``) and what it refused to touch (``alerts``), a line each."""
-
-    done: list[str] = field(default_factory=list)
-    alerts: list[str] = field(default_factory=list)
-
-
 class _StepFailed(Exception):
     """A step inside the rollback scope failed; the message says which and why."""
 
@@ -172,7 +160,7 @@ class _StepFailed(Exception):
 
 
 class Deployer:
-    """Deploys, rollbacks and start-up recovery for the containers of one engine."""
+    """Deploys and rollbacks for the containers of one engine (start-up recovery: ``executor.recovery``)."""
 
     def __init__(
         self,
@@ -191,7 +179,7 @@ class Deployer:
         self.running_window = running_window
         self.poll_interval = poll_interval
 
-    def _limits(self, timeout: float | None, running_window: float | None) -> tuple[float, float]:
+    def limits(self, timeout: float | None, running_window: float | None) -> tuple[float, float]:
         """One call's health timeout and running window: the deployer's unless given."""
         return (
             self.health_timeout if timeout is None else timeout,
@@ -306,7 +294,7 @@ class Deployer:
                 approved_by=approved_by,
                 requested_image=ref.text,
                 progress=progress,
-                limits=self._limits(timeout, running_window),
+                limits=self.limits(timeout, running_window),
                 started=started,
                 note=note,
             )
@@ -358,7 +346,7 @@ class Deployer:
                 approved_by=approved_by,
                 requested_image=target.id,
                 progress=progress,
-                limits=self._limits(timeout, running_window),
+                limits=self.limits(timeout, running_window),
                 started=started,
             )
 
@@ -534,7 +522,7 @@ class Deployer:
                 except (APIError, ActionError):
                     pass
         detail = {"reason": reason, "health_log": health_log, "last_logs": last_logs}
-        problem = await self._restore(name, old, new_id, record.id, record.prev_was_running)
+        problem = await self.restore(name, old, new_id, record.id, record.prev_was_running)
         if problem is not None:
             outcome = (
                 f"{verb} of {name} to {target.tag} failed: {reason}; putting {previous} back failed too"
@@ -554,7 +542,7 @@ class Deployer:
             outcome, deployment_id=record.id, rolled_back_to=previous, health_log=health_log, last_logs=last_logs
         )
 
-    async def _restore(
+    async def restore(
         self, name: str, old: dict[str, Any], new_id: str | None, deployment_id: str, was_running: bool
     ) -> str | None:
         """Remove the new container, give the old one its name back, start it: None, or what failed."""
@@ -566,7 +554,7 @@ class Deployer:
             except NotFound:
                 holder = None
             if holder is not None and holder["Name"] == f"/{name}" and holder["Id"] != old_id:
-                if holder["Id"] == new_id or _made_by(holder, deployment_id):
+                if holder["Id"] == new_id or made_by(holder, deployment_id):
                     api.remove_container(holder["Id"], force=True, v=True)
                 else:
                     return f"a container named {name} that this deploy did not create ({short_id(holder['Id'])}) is in the way"
@@ -617,7 +605,7 @@ class Deployer:
             info = await self.driver.run(lambda api: api.inspect_container(container_id))
             elapsed = time.monotonic() - began
             state = info.get("State") or {}
-            has_check = _has_healthcheck(info)
+            has_check = has_healthcheck(info)
             health = health_of(info)
             restarts = int(info.get("RestartCount") or 0)
             if restarts > 0 or state.get("Restarting"):
@@ -644,187 +632,6 @@ class Deployer:
                     {"elapsed": emitted, "health": health or "no health check", "timeout": timeout if has_check else window},
                 )
             await asyncio.sleep(self.poll_interval)
-
-    # -- recovery ----------------------------------------------------------------------------------
-
-    async def recover(
-        self, visible: Callable[[str], bool], *, timeout: float | None = None, running_window: float | None = None
-    ) -> Recovery:
-        """Finish every deploy a crash interrupted; put aside containers back.
-
-        Run at start-up before requests are served. A service whose new container proves
-        healthy keeps it; otherwise it goes back to the old container and image. Nothing is
-        left under a temporary name unless the engine refuses (then a line says so and the
-        next start tries again).
-
-        The database is not trusted to name what may be touched: recovery acts only on a
-        service that ``visible`` (the policy as it is NOW) allows, on an "old" container that
-        is the service itself or was set aside by this very deployment (its aside name and
-        recorded id), and on a "new" container that carries this deployment's
-        :data:`DEPLOYMENT_LABEL`. Anything else is left as it is and reported in ``alerts``.
-        """
-        timeout, window = self._limits(timeout, running_window)
-        report = Recovery()
-        for record in await self.store.unfinished():
-            if self.driver.locks.holder(record.service) is not None:
-                continue  # a deploy in progress in this process, not an interrupted one
-            if not visible(record.service):
-                report.alerts.append(
-                    f"deployment {record.id} names {show(record.service)}, which is not allowlisted now; nothing was touched"
-                )
-                continue
-            try:
-                with self.driver.locks.hold(record.service, RECOVERY_HOLDER):
-                    await self._recover_one(record, timeout, window, report)
-            except (APIError, ActionError) as exc:
-                reason = explain_api_error(exc) if isinstance(exc, APIError) else str(exc)
-                report.done.append(f"{record.service}: could not finish interrupted {record.action} {record.id}: {reason}")
-        try:
-            await self._sweep_aside(visible, report)
-        except (APIError, ActionError) as exc:
-            reason = explain_api_error(exc) if isinstance(exc, APIError) else str(exc)
-            report.done.append(f"could not look for containers left aside by deploys: {reason}")
-        return report
-
-    async def _recover_one(self, record: Deployment, timeout: float, window: float, report: Recovery) -> None:
-        name = record.service
-        old_id = record.prev_container_id
-        previous = ImageRef(record.prev_image_tag, record.prev_image_id)
-        target = ImageRef(record.new_image_tag, record.new_image_id)
-        what = f"interrupted {record.action} {record.id} to {target.tag}"
-
-        def facts(api: APIClient) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-            try:
-                old: dict[str, Any] | None = api.inspect_container(old_id)
-            except NotFound:
-                old = None
-            try:
-                holder: dict[str, Any] | None = api.inspect_container(name)
-                if holder is not None and holder["Name"] != f"/{name}":
-                    holder = None
-            except NotFound:
-                holder = None
-            return old, holder
-
-        old, holder = await self.driver.run(facts)
-        if old is not None and old["Name"] not in (f"/{name}", f"/{aside_name(name, record.id)}"):
-            # Not the service, and not set aside by this deployment: a record naming some
-            # other container as the "old" one is not ours to rename, start or remove.
-            report.alerts.append(
-                f"deployment {record.id} of {name} names container {short_id(str(old['Id']))}"
-                f" ({show(old['Name'].lstrip('/'))}) as the old one, but that is neither {name} nor"
-                " a container this deployment set aside; nothing was touched"
-            )
-            return
-        if holder is not None and old is not None and holder["Id"] == old["Id"]:
-            holder = None  # the old container never left its name
-            if record.prev_was_running and not old["State"].get("Running"):
-                await self.driver.run(lambda api: api.start(old_id))
-            line = f"{name}: {what} stopped before the old container was replaced; it runs {previous} as before"
-            await self.store.finish(record.id, "recovered", line)
-            report.done.append(line)
-            return
-
-        ours = holder is not None and _made_by(holder, record.id)
-        if old is None:
-            if ours and holder is not None:
-                if not holder["State"].get("Running"):
-                    await self.driver.run(lambda api: api.start(holder["Id"]))
-                line = f"{name}: {what} had replaced the old container; it runs {target}"
-                await self.store.finish(record.id, "succeeded", line)
-                report.done.append(line)
-                return
-            line = f"{name}: {what} cannot be finished: the old container {short_id(old_id)} is gone; nothing was touched; look at it by hand"
-            await self.store.finish(record.id, "rollback_failed", line)
-            report.alerts.append(line)
-            return
-
-        if holder is not None and not ours:
-            report.alerts.append(
-                f"{name}: {what} left the old container as {old['Name'].lstrip('/')}, and a container named {name}"
-                " that this deploy did not create is in the way; nothing was touched; look at it by hand"
-            )
-            return
-
-        if holder is not None:
-            keep_new = False
-            if record.state != "rolling_back" and holder["State"].get("Running"):
-                if record.state == "healthy":
-                    keep_new = True
-                else:
-                    started = parse_docker_time(holder["State"].get("StartedAt"))
-                    ran = max(time.time() - started.timestamp(), 0.0) if started else 0.0
-                    verdict = await self.gate(holder["Id"], timeout=timeout, window=window, running_for=ran)
-                    keep_new = verdict.ok
-            if keep_new:
-                await self.driver.run(lambda api: api.remove_container(old_id, v=False, force=True))
-                line = f"{name}: {what} completed on restart: the new container proved {'healthy' if _has_healthcheck(holder) else 'stable'}; it runs {target}"
-                await self.store.finish(record.id, "succeeded", line)
-                report.done.append(line)
-                return
-
-        problem = await self._restore(name, old, record.new_container_id, record.id, record.prev_was_running)
-        if problem is not None:
-            report.done.append(f"{name}: could not undo {what}: {problem}; the next start tries again")
-            return
-        state = "running" if record.prev_was_running else "stopped, as it was"
-        line = f"{name}: undid {what}: back on {previous}, {state}"
-        await self.store.finish(record.id, "recovered", line)
-        report.done.append(line)
-
-    async def _sweep_aside(self, visible: Callable[[str], bool], report: Recovery) -> None:
-        """Containers still under a temporary name whose deploy record here has ended."""
-
-        def listing(api: APIClient) -> list[tuple[str, str, str, bool]]:
-            found = []
-            for entry in api.containers(all=True):
-                for raw in entry.get("Names") or []:
-                    parsed = parse_aside_name(raw.lstrip("/"))
-                    if parsed is not None and raw.count("/") == 1:
-                        found.append((entry["Id"], parsed[0], parsed[1], entry.get("State") == "running"))
-            return found
-
-        for container_id, service, deploy_id, _running in await self.driver.run(listing):
-            if self.driver.locks.holder(service) is not None:
-                continue  # set aside by a deploy that is running right now
-            record = await self.store.get(deploy_id)
-            if record is None:
-                # Our deploys record themselves before renaming anything: a container set
-                # aside without a record here belongs to another Wingman (or a person).
-                continue
-            if record.finished_at is None:
-                continue  # its deployment could not be finished above (an alert says why)
-            if not visible(service):
-                report.alerts.append(
-                    f"{aside_name(service, deploy_id)} was set aside for {show(service)}, which is not allowlisted now; nothing was touched"
-                )
-                continue
-            if record.service != service or record.prev_container_id != container_id:
-                report.alerts.append(
-                    f"{aside_name(service, deploy_id)} ({short_id(container_id)}) is not the container deployment"
-                    f" {deploy_id} set aside; nothing was touched"
-                )
-                continue
-            with self.driver.locks.hold(service, RECOVERY_HOLDER):
-
-                def settle(api: APIClient) -> str:
-                    try:
-                        holder = api.inspect_container(service)
-                        exists = holder["Name"] == f"/{service}"
-                    except NotFound:
-                        exists = False
-                    if exists:
-                        api.remove_container(container_id, v=False, force=True)
-                        return f"{service}: removed the old container left aside by deploy {deploy_id}; {service} itself is in place"
-                    api.rename(container_id, service)
-                    was_running = record.prev_was_running
-                    if was_running:
-                        api.start(container_id)
-                    return f"{service}: put the container left aside by deploy {deploy_id} back under its name" + (
-                        " and started it" if was_running else ""
-                    )
-
-                report.done.append(await self.driver.run(settle))
 
     # -- lookups ------------------------------------------------------------------------------------
 
@@ -915,13 +722,13 @@ def _check_replaceable(name: str, old: dict[str, Any]) -> None:
         raise Refused(f"{name} was started with --rm (auto-remove): it cannot be recreated safely; recreate it by hand")
 
 
-def _made_by(container: dict[str, Any], deployment_id: str) -> bool:
+def made_by(container: dict[str, Any], deployment_id: str) -> bool:
     """Whether ``container`` was created by deployment ``deployment_id`` (it carries our label)."""
     labels = (container.get("Config") or {}).get("Labels") or {}
     return bool(deployment_id) and labels.get(DEPLOYMENT_LABEL) == deployment_id
 
 
-def _has_healthcheck(info: dict[str, Any]) -> bool:
+def has_healthcheck(info: dict[str, Any]) -> bool:
     test = ((info.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
     return bool(test) and test[0] != "NONE"
 

@@ -44,6 +44,7 @@ from executor.lease import Lease, LeaseError
 from executor.metrics import render as render_metrics
 from executor.migrations import MIGRATIONS
 from executor.proxmox_driver import ProxmoxDriver
+from executor.recovery import recover
 from executor.protocol import BODY_TIMEOUT, CONTENT_TYPE, IDLE_TIMEOUT, MAX_BODY, PATH, STATUS_HTTP
 from executor.scheduling import build_scheduler
 from executor.service import Executor, Reply
@@ -352,7 +353,7 @@ class Daemon:
         """Bring back services whose deploy a crash interrupted, before serving anyone."""
         assert self.executor is not None
         policy = self.executor.policy  # the allowlist as it is now, not as it was at the crash
-        report = await deployer.recover(lambda name: container_visible(policy, name))
+        report = await recover(deployer, lambda name: container_visible(policy, name))
         await self._report_at_start(report.done, "recovery", "deploy.recover", "done", "Recovered after a restart:")
         await self._report_at_start(
             report.alerts, "alert", "deploy.recover", "refused", "🚨 Recovery left these alone; look at them by hand:"

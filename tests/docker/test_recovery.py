@@ -14,6 +14,7 @@ import pytest
 from executor.deploy import DEPLOYMENT_LABEL, Deployer
 from executor.deployments import DeploymentStore
 from executor.docker_driver import ASIDE_MARKER, DockerDriver, aside_name
+from executor.recovery import recover
 from tests.docker.engine import Resources
 from tests.docker.images import BuiltImages
 
@@ -93,7 +94,7 @@ async def test_a_deploy_killed_mid_way_is_recovered(
     try:
         deployer = Deployer(driver, store, health_timeout=10, running_window=2, poll_interval=0.1)
         [interrupted] = await store.unfinished()
-        report = await deployer.recover(everything)
+        report = await recover(deployer, everything)
         lines = report.done
         assert report.alerts == []
         assert len(lines) == 1 and lines[0].startswith(f"{name}: ") and interrupted.id in lines[0], lines
@@ -107,7 +108,7 @@ async def test_a_deploy_killed_mid_way_is_recovered(
         assert await store.unfinished() == []
         record = await store.get(interrupted.id)
         assert record is not None and record.state == ("succeeded" if ends_on == variant else "recovered")
-        again = await deployer.recover(everything)
+        again = await recover(deployer, everything)
         assert again.done == again.alerts == []  # nothing left to do the second time
     finally:
         await driver.close()
@@ -143,7 +144,7 @@ async def test_recovery_puts_back_or_removes_containers_left_under_a_temporary_n
     # not ours to touch.
     foreign = resources.container(images.ref("v1"), f"other{ASIDE_MARKER}feedfeedfeed", start=False)
 
-    report = await deployer.recover(everything)
+    report = await recover(deployer, everything)
 
     assert report.alerts == []
     assert sorted(report.done) == sorted(
@@ -182,7 +183,7 @@ async def test_a_deploy_that_passed_its_gate_is_completed_not_undone(
     new = resources.container(images.ref("v2"), labels={DEPLOYMENT_LABEL: record.id})
     await deployments.set_state(record.id, "healthy", new_container_id=new["Id"])
 
-    [line] = (await deployer.recover(everything)).done
+    [line] = (await recover(deployer, everything)).done
 
     assert "completed" in line and images.ref("v2") in line
     assert [c["Id"] for c in resources.ours()] == [new["Id"]]
