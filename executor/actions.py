@@ -22,7 +22,7 @@ from executor.deploy import Deployer, DeployResult, ImagePin, check_image_refere
 from executor.docker_driver import LOG_LINES_DEFAULT, LOG_LINES_MAX, DockerDriver
 from executor.progress import Progress, format_duration, no_progress
 from executor.errors import Refused, Unavailable
-from executor.proxmox_driver import ProxmoxDriver, VmOutcome, snapshot_name_problem
+from executor.proxmox import ProxmoxDriver, VmOutcome, snapshot_name_problem
 from policy import Policy, Verdict, allowed_actions, container_visible, decide, vm_visible
 
 AUDIT_TAIL_DEFAULT, AUDIT_TAIL_MAX = 10, 50

@@ -9,7 +9,7 @@ shown to a person as it is, and ``kind`` says what a caller acts on::
     │   └── Busy                   busy      nothing         conflict      refused
     ├── ActionFailed               failed    tried, failed   failed        failed
     │   ├── DeployFailed           (executor.docker_driver: what it rolled back to, logs)
-    │   └── TaskFailed             (executor.proxmox_driver: the task id, its log)
+    │   └── TaskFailed             (executor.proxmox.tasks: the task id, its log)
     └── Unavailable                unavailable               unavailable   failed
         └── EngineUnavailable      (executor.docker_driver: the Docker engine)
 

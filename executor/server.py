@@ -43,7 +43,7 @@ from executor.errors import StartupError
 from executor.lease import Lease, LeaseError
 from executor.metrics import render as render_metrics
 from executor.migrations import MIGRATIONS
-from executor.proxmox_driver import ProxmoxDriver
+from executor.proxmox import ProxmoxDriver
 from executor.recovery import recover
 from executor.protocol import BODY_TIMEOUT, CONTENT_TYPE, IDLE_TIMEOUT, MAX_BODY, PATH, STATUS_HTTP
 from executor.scheduling import build_scheduler

@@ -38,7 +38,7 @@ from executor.codes import CODE_PATTERN, OneTimeCodes
 from executor.deploy import Deployer
 from executor.docker_driver import DockerDriver, explain_api_error
 from executor.errors import ActionError, Unavailable
-from executor.proxmox_driver import ProxmoxDriver
+from executor.proxmox import ProxmoxDriver
 from executor.metrics import LastVerification, RequestCounter
 from executor.outbox import MAX_WAIT, Outbox
 from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from executor.proxmox_driver import ProxmoxDriver
+from executor.proxmox import ProxmoxDriver
 from tests.doubles.proxmox import ProxmoxDouble, TlsFiles, make_tls
 
 TOKEN_USER = "wingman@pve"

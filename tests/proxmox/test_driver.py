@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from executor.errors import ActionFailed, Refused, Busy, Unavailable
-from executor.proxmox_driver import ProxmoxDriver, TaskFailed
+from executor.proxmox import ProxmoxDriver, TaskFailed
 from tests.doubles.proxmox import ProxmoxDouble, TaskPlan, TlsFiles
 from tests.harness import Recorder
 from tests.proxmox.conftest import PRINCIPAL, TOKEN_SECRET, make_driver, visible

@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from executor.errors import StartupError
-from executor.proxmox_driver import ProxmoxDriver, check_snapshot_name, free_snapshot_name, parse_host
+from executor.proxmox import ProxmoxDriver, check_snapshot_name, free_snapshot_name, parse_host
 from tests.doubles.proxmox import TlsFiles
 from tests.proxmox.conftest import FIXED_NOW, TOKEN
 
