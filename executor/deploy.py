@@ -30,7 +30,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +152,17 @@ class GateVerdict:
     elapsed: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a deploy or rollback puts in place of the running container, found under its lock."""
+
+    old_image: dict[str, Any]  # the running image's inspect (its defaults give way to the new image's)
+    target: ImageRef
+    create_ref: str  # what the new container is created from: a tag, an id or repository@digest
+    requested_image: str  # recorded with the deployment
+    note: str = ""  # added to the outcome line (a tag that moved since the request)
+
+
 class _StepFailed(Exception):
     """A step inside the rollback scope failed; the message says which and why."""
 
@@ -263,11 +274,7 @@ class Deployer:
         ref = check_image_reference(image)
         if pin is not None and pin.image != ref.text:
             raise Refused(f"the request was bound to {pin.image}, not {ref.text}; ask again")
-        started = time.monotonic()
-        with self.driver.locks.hold(name, f"{requested_by} (deploy)"):
-            await emit(progress, "resolving", {"service": name, "image": ref.text})
-            old = await self._inspect_service(name)
-            _check_replaceable(name, old)
+        async def plan(old: dict[str, Any]) -> _Plan:
             old_image = await self._inspect_image(str(old["Image"]))
             current = await self._current_repositories(name, old, old_image)
             problem = image_policy_problem(ref, current, self.image_allowlist)
@@ -283,21 +290,11 @@ class Deployer:
             target = ImageRef(ref.text, str(new_image["Id"]))
             if target.id == old["Image"]:
                 raise Refused(f"{name} already runs {target}; there is nothing to deploy")
-            return await self._replace(
-                name,
-                old,
-                old_image,
-                target=target,
-                create_ref=create_ref,
-                action="deploy",
-                requested_by=requested_by,
-                approved_by=approved_by,
-                requested_image=ref.text,
-                progress=progress,
-                limits=self.limits(timeout, running_window),
-                started=started,
-                note=note,
-            )
+            return _Plan(old_image, target, create_ref, requested_image=ref.text, note=note)
+
+        return await self._recreate(
+            name, "deploy", ref.text, plan, requested_by, approved_by, progress, self.limits(timeout, running_window)
+        )
 
     async def rollback(
         self,
@@ -318,16 +315,15 @@ class Deployer:
         check_container_name(name)
         if pin is not None and pin.source != "local":
             raise Refused("a rollback goes back to an image on this host; ask again")
-        started = time.monotonic()
-        with self.driver.locks.hold(name, f"{requested_by} (rollback)"):
-            await emit(progress, "resolving", {"service": name, "image": "previous"})
-            old = await self._inspect_service(name)
-            _check_replaceable(name, old)
+
+        async def plan(old: dict[str, Any]) -> _Plan:
             if pin is None:
-                pin = await self._rollback_target(name, old)
+                chosen = await self._rollback_target(name, old)
             elif await self._inspect_image(pin.id) == {}:
                 raise Refused(f"the approved image {pin} is no longer on this host")
-            target = ImageRef(pin.image, pin.id)
+            else:
+                chosen = pin
+            target = ImageRef(chosen.image, chosen.id)
             if target.id == old["Image"]:
                 raise Refused(f"{name} already runs {target}; there is nothing to roll back to")
             # Create from the tag only while it still names that very image: a moved tag
@@ -335,19 +331,32 @@ class Deployer:
             tagged = await self._inspect_image(target.tag) if repository_of(target.tag) else {}
             create_ref = target.tag if tagged.get("Id") == target.id else target.id
             old_image = await self._inspect_image(str(old["Image"]))
+            return _Plan(old_image, target, create_ref, requested_image=target.id)
+
+        return await self._recreate(
+            name, "rollback", "previous", plan, requested_by, approved_by, progress, self.limits(timeout, running_window)
+        )
+
+    async def _recreate(
+        self,
+        name: str,
+        action: str,
+        shown: str,
+        plan: Callable[[dict[str, Any]], Awaitable[_Plan]],
+        requested_by: str,
+        approved_by: str | None,
+        progress: Progress,
+        limits: tuple[float, float],
+    ) -> DeployResult:
+        """The path deploy and rollback share: under the container's lock, ``plan`` picks the image, then replace."""
+        started = time.monotonic()
+        with self.driver.locks.hold(name, f"{requested_by} ({action})"):
+            await emit(progress, "resolving", {"service": name, "image": shown})
+            old = await self._inspect_service(name)
+            _check_replaceable(name, old)
+            chosen = await plan(old)
             return await self._replace(
-                name,
-                old,
-                old_image,
-                target=target,
-                create_ref=create_ref,
-                action="rollback",
-                requested_by=requested_by,
-                approved_by=approved_by,
-                requested_image=target.id,
-                progress=progress,
-                limits=self.limits(timeout, running_window),
-                started=started,
+                name, old, chosen, action, requested_by, approved_by, progress=progress, limits=limits, started=started
             )
 
     async def _fetch_pinned(self, ref: ImageReference, pin: ImagePin) -> tuple[dict[str, Any], str]:
@@ -409,19 +418,16 @@ class Deployer:
         self,
         name: str,
         old: dict[str, Any],
-        old_image: dict[str, Any],
-        *,
-        target: ImageRef,
-        create_ref: str,
+        plan: _Plan,
         action: str,
         requested_by: str,
         approved_by: str | None,
-        requested_image: str,
+        *,
         progress: Progress,
         limits: tuple[float, float],
         started: float,
-        note: str = "",
     ) -> DeployResult:
+        old_image, target, create_ref = plan.old_image, plan.target, plan.create_ref
         previous = ImageRef(await self._display_tag(name, old, old_image), str(old["Image"]))
         old_id = str(old["Id"])
         try:
@@ -430,7 +436,7 @@ class Deployer:
                 action=action,
                 requested_by=requested_by,
                 approved_by=approved_by,
-                requested_image=requested_image,
+                requested_image=plan.requested_image,
                 prev_image_id=previous.id,
                 prev_image_tag=previous.tag,
                 new_image_id=target.id,
@@ -473,7 +479,7 @@ class Deployer:
 
         seconds = time.monotonic() - started
         await self._finish_success(record, old_id)
-        outcome = f"{name} now runs {target}, {verdict.reason} after {seconds:.0f} s; it ran {previous}{note}"
+        outcome = f"{name} now runs {target}, {verdict.reason} after {seconds:.0f} s; it ran {previous}{plan.note}"
         try:
             await self.store.finish(record.id, "succeeded", outcome, {"seconds": round(seconds, 3)})
         except Exception:  # the service is fine; recovery will close the record at the next start
