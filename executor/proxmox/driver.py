@@ -53,13 +53,16 @@ class _Power:
     needs_running: bool = False  # refused unless the guest runs
     allowed_locks: frozenset[str] = frozenset()  # Proxmox config locks that do not make it busy
     asks_guest: bool = False  # the guest is asked to act within shutdown_timeout (sent to Proxmox)
+    stops_guest: bool = False  # progress shows that time limit; a failed task says if the guest still runs
 
 
 # A hibernated guest carries the lock "suspended"; starting it is how it resumes.
 _START = _Power(
     "start", "starting", "started on {node}", nothing_to_do_when="running", allowed_locks=frozenset({"suspended"})
 )
-_SHUTDOWN = _Power("shutdown", "shutting-down", "shut down cleanly", nothing_to_do_when="stopped", asks_guest=True)
+_SHUTDOWN = _Power(
+    "shutdown", "shutting-down", "shut down cleanly", nothing_to_do_when="stopped", asks_guest=True, stops_guest=True
+)
 _REBOOT = _Power("reboot", "rebooting", "rebooted", needs_running=True, asks_guest=True)
 
 
@@ -281,7 +284,7 @@ class ProxmoxDriver:
             params: dict[str, Any] = {}
             if power.asks_guest:
                 params["timeout"] = self.shutdown_timeout
-                if power.action == "shutdown":
+                if power.stops_guest:
                     details["timeout"] = self.shutdown_timeout
             await emit(progress, power.stage, details)
             what = f"the {power.action} of {guest.label}"
@@ -289,7 +292,7 @@ class ProxmoxDriver:
             try:
                 await self.tasks.wait(guest, upid, what, timeout, progress)
             except TaskFailed as exc:
-                if power.action != "shutdown":
+                if not power.stops_guest:
                     raise
                 raise await self._not_shut_down(guest, exc) from None
             after = await self._status_after(guest)
