@@ -10,15 +10,16 @@ A deploy, step by step (each docker call in the driver's thread pool, never on t
    renamed aside to ``<name>-wingman-old-<deployment id>`` (kept, not deleted);
 4. creating — the new container is created under the old name from the old one's inspect,
    with only the image changed (see :mod:`executor.create_spec`) and joined to every network;
-5. starting, then waiting for health — healthy within the timeout; without a health
-   check, still running after a window. Unhealthy, an exit, a restart or the timeout fail.
+5. starting, then waiting for health (:mod:`executor.health_gate`) — healthy within the
+   timeout; without a health check, still running after a window. Unhealthy, an exit, a
+   restart or the timeout fail.
 6. done — the old container is removed (its image is kept: rollback needs it). Or, on any
    failure from step 3 on, rolling back — the new container is removed, the old one gets
    its name back and is started again — then rolled back, and :class:`DeployFailed`.
 
 ``rollback`` goes back to the image the last deploy replaced, BY IMAGE ID, through the
 same path. What a crash mid-deploy leaves behind is put right at start-up by
-:func:`executor.recovery.recover`, which uses the deployer's health gate and restore.
+:func:`executor.recovery.recover`, which uses the same health gate and the deployer's restore.
 
 One action per container at a time (the driver's ``locks``, ``executor.locks.TargetLocks``); deploys of
 different containers run side by side.
@@ -26,7 +27,6 @@ different containers run side by side.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -47,11 +47,11 @@ from executor.docker_driver import (
     aside_name,
     check_container_name,
     health_log_lines,
-    health_of,
     short_id,
     stop_timeout,
 )
 from executor.errors import ActionError, ActionFailed, Refused
+from executor.health_gate import GateVerdict, health_gate
 from executor.progress import Progress, emit, no_progress
 from policy.images import (
     ImageReference,
@@ -142,14 +142,6 @@ class DeployResult:
     seconds: float
     verdict: str  # "healthy" or "running for 10 s"
     summary: str  # one line for people
-
-
-@dataclass(frozen=True, slots=True)
-class GateVerdict:
-    ok: bool
-    reason: str  # why it failed, or how it passed ("healthy", "running for 10 s")
-    health_log: list[str]
-    elapsed: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,7 +460,9 @@ class Deployer:
             await self._step("starting the new container", lambda api: api.start(created))
             await self.store.set_state(record.id, "verifying")
             timeout, window = limits
-            verdict = await self.gate(created, timeout=timeout, window=window, progress=progress)
+            verdict = await health_gate(
+                self.driver, created, timeout=timeout, window=window, poll_interval=self.poll_interval, progress=progress
+            )
             if not verdict.ok:
                 raise _StepFailed(verdict.reason)
         except Exception as exc:  # anything from here on is undone; CancelledError is left to recovery
@@ -588,57 +582,6 @@ class Deployer:
         except ActionError as exc:
             return str(exc)
 
-    # -- the health gate ------------------------------------------------------------------------
-
-    async def gate(
-        self,
-        container_id: str,
-        *,
-        timeout: float,
-        window: float,
-        progress: Progress = no_progress,
-        running_for: float = 0.0,
-    ) -> GateVerdict:
-        """Healthy within ``timeout``; without a health check, still running after ``window``.
-
-        Fails at once on unhealthy, an exit, or any restart (a restart loop shows as a rising
-        RestartCount). ``running_for`` counts time the container already ran (recovery).
-        Progress "waiting for health" is emitted about once a second.
-        """
-        began = time.monotonic()
-        emitted = -1
-        while True:
-            info = await self.driver.run(lambda api: api.inspect_container(container_id))
-            elapsed = time.monotonic() - began
-            state = info.get("State") or {}
-            has_check = has_healthcheck(info)
-            health = health_of(info)
-            restarts = int(info.get("RestartCount") or 0)
-            if restarts > 0 or state.get("Restarting"):
-                return GateVerdict(False, f"it keeps restarting ({restarts} restarts)", health_log_lines(info), elapsed)
-            if not state.get("Running"):
-                oom = ", out of memory" if state.get("OOMKilled") else ""
-                return GateVerdict(False, f"it exited with code {state.get('ExitCode')}{oom}", health_log_lines(info), elapsed)
-            if has_check:
-                if health == "healthy":
-                    return GateVerdict(True, "healthy", health_log_lines(info), elapsed)
-                if health == "unhealthy":
-                    return GateVerdict(False, "its health check failed", health_log_lines(info), elapsed)
-                if elapsed >= timeout:
-                    return GateVerdict(
-                        False, f"it was not healthy within {timeout:g} s (still {health})", health_log_lines(info), elapsed
-                    )
-            elif running_for + elapsed >= window:
-                return GateVerdict(True, f"running for {window:g} s", [], elapsed)
-            if int(elapsed) > emitted:
-                emitted = int(elapsed)
-                await emit(
-                    progress,
-                    "waiting for health",
-                    {"elapsed": emitted, "health": health or "no health check", "timeout": timeout if has_check else window},
-                )
-            await asyncio.sleep(self.poll_interval)
-
     # -- lookups ------------------------------------------------------------------------------------
 
     async def _step(self, what: str, fn: Any) -> Any:
@@ -732,11 +675,6 @@ def made_by(container: dict[str, Any], deployment_id: str) -> bool:
     """Whether ``container`` was created by deployment ``deployment_id`` (it carries our label)."""
     labels = (container.get("Config") or {}).get("Labels") or {}
     return bool(deployment_id) and labels.get(DEPLOYMENT_LABEL) == deployment_id
-
-
-def has_healthcheck(info: dict[str, Any]) -> bool:
-    test = ((info.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
-    return bool(test) and test[0] != "NONE"
 
 
 def _stop_and_set_aside(api: APIClient, old: dict[str, Any], name: str, deploy_id: str) -> None:

@@ -19,10 +19,11 @@ from typing import Any
 from docker.api.client import APIClient
 from docker.errors import APIError, NotFound
 
-from executor.deploy import Deployer, has_healthcheck, made_by
+from executor.deploy import Deployer, made_by
 from executor.deployments import Deployment
 from executor.docker_driver import ImageRef, aside_name, explain_api_error, parse_aside_name, parse_docker_time, short_id
 from executor.errors import ActionError
+from executor.health_gate import has_healthcheck, health_gate
 from policy.names import show
 
 RECOVERY_HOLDER = "wingman (recovery)"
@@ -147,7 +148,14 @@ async def _recover_one(deployer: Deployer, record: Deployment, timeout: float, w
             else:
                 started = parse_docker_time(holder["State"].get("StartedAt"))
                 ran = max(time.time() - started.timestamp(), 0.0) if started else 0.0
-                verdict = await deployer.gate(holder["Id"], timeout=timeout, window=window, running_for=ran)
+                verdict = await health_gate(
+                    deployer.driver,
+                    holder["Id"],
+                    timeout=timeout,
+                    window=window,
+                    poll_interval=deployer.poll_interval,
+                    running_for=ran,
+                )
                 keep_new = verdict.ok
         if keep_new:
             await deployer.driver.run(lambda api: api.remove_container(old_id, v=False, force=True))
