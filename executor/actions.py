@@ -18,8 +18,9 @@ from typing import Any
 from audit import AuditStore
 from audit.verify import VerifyReport
 from executor.approvals import Approval, Approvals
-from executor.deploy import Deployer, DeployResult, ImagePin, check_image_reference
+from executor.deploy import Deployer, DeployResult, check_image_reference
 from executor.docker_driver import LOG_LINES_DEFAULT, LOG_LINES_MAX, DockerDriver
+from executor.pinning import ImagePin
 from executor.progress import Progress, format_duration, no_progress
 from executor.errors import Refused, Unavailable
 from executor.proxmox import ProxmoxDriver, VmOutcome, snapshot_name_problem

@@ -3,8 +3,10 @@
 A deploy, step by step (each docker call in the driver's thread pool, never on the loop):
 
 1. resolving — the image reference is checked (syntax, then the image policy: the same
-   repository as the running container unless the image allowlist admits it), then found
-   locally or, only when missing, pulled. A failed pull is a refusal; nothing is touched.
+   repository as the running container unless the image allowlist admits it; see
+   :mod:`policy.images`), then found locally or, only when missing, pulled — or, for an
+   approved request, exactly the image it was bound to (:mod:`executor.pinning`). A failed
+   pull is a refusal; nothing is touched.
 2. the deployment is recorded (old container's full inspect JSON, both image ids), then
 3. stopping — the old container is stopped with its own StopSignal and StopTimeout and
    renamed aside to ``<name>-wingman-old-<deployment id>`` (kept, not deleted);
@@ -23,12 +25,17 @@ same path. What a crash mid-deploy leaves behind is put right at start-up by
 
 One action per container at a time (the driver's ``locks``, ``executor.locks.TargetLocks``); deploys of
 different containers run side by side.
+
+Why this file is longer than about 500 lines: the steps above are one sequence that shares
+one deployment record, one lock and one undo (``_replace``, ``_roll_back``, ``restore``);
+cut apart, a reader would have to hold several files open to follow a single deploy. What
+stands on its own is elsewhere: the create request, the health gate, pinning, the image
+rules and crash recovery.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +59,7 @@ from executor.docker_driver import (
 )
 from executor.errors import ActionError, ActionFailed, Refused
 from executor.health_gate import GateVerdict, health_gate
+from executor.pinning import ImagePin, find_pin, named_now, short_digest
 from executor.progress import Progress, emit, no_progress
 from policy.images import (
     ImageReference,
@@ -81,52 +89,6 @@ def check_image_reference(text: object) -> ImageReference:
         return parse_image_reference(text)
     except ImageReferenceError as exc:
         raise Refused(str(exc)) from None
-
-
-_PIN_ID = re.compile(r"sha256:[0-9a-f]{64}")
-PIN_SOURCES = ("local", "registry")
-
-
-@dataclass(frozen=True, slots=True)
-class ImagePin:
-    """The image a deploy or rollback is bound to, found when it was requested.
-
-    ``source`` is ``local`` (``id`` is the image id on this host) or ``registry`` (``id``
-    is the registry's manifest digest for ``image``, asked through the engine without
-    pulling; the deploy pulls ``repository@digest``). The pin travels in the approval's
-    signed arguments as :meth:`as_json`, so what the approvers saw is what runs.
-    """
-
-    image: str  # as asked for ("nginx:1.27"); a rollback's: the previous image's tag
-    source: str
-    id: str
-
-    def as_json(self) -> dict[str, str]:
-        return {"image": self.image, "source": self.source, "id": self.id}
-
-    @classmethod
-    def from_json(cls, value: object) -> ImagePin:
-        if (
-            not isinstance(value, dict)
-            or set(value) != {"image", "source", "id"}
-            or value["source"] not in PIN_SOURCES
-            or not isinstance(value["id"], str)
-            or not _PIN_ID.fullmatch(value["id"])
-            or not isinstance(value["image"], str)
-        ):
-            raise Refused("the request's resolved image is malformed; ask again")
-        return cls(value["image"], value["source"], value["id"])
-
-    def __str__(self) -> str:
-        return f"{self.image} · {short_digest(self.id)}"
-
-
-def short_digest(digest: str) -> str:
-    """``sha256:3f2a…c91b``: enough to recognise, short enough for a chat line."""
-    algorithm, _, hexdigits = digest.partition(":")
-    if len(hexdigits) <= 8:
-        return digest
-    return f"{algorithm}:{hexdigits[:4]}…{hexdigits[-4:]}"
 
 
 # -- results --------------------------------------------------------------------------------
@@ -189,8 +151,6 @@ class Deployer:
             self.running_window if running_window is None else running_window,
         )
 
-    # -- deploy ---------------------------------------------------------------------------------
-
     # -- pinning: what a request is bound to -------------------------------------------------
 
     async def pin(self, image: str) -> ImagePin:
@@ -202,24 +162,7 @@ class Deployer:
         """
         ref = check_image_reference(image)
 
-        def work(api: APIClient) -> ImagePin:
-            try:
-                return ImagePin(ref.text, "local", str(api.inspect_image(ref.text)["Id"]))
-            except NotFound:
-                pass
-            try:
-                found = api.inspect_distribution(ref.text)
-            except APIError as exc:
-                why = explain_api_error(exc)
-                head, sep, tail = why.partition(": ")
-                why = head if sep and head == tail else why  # the registry's "manifest unknown: manifest unknown"
-                raise Refused(f"image {ref.text} is not on this host and its registry could not resolve it: {why}") from None
-            digest = (found.get("Descriptor") or {}).get("digest") if isinstance(found, dict) else None
-            if not isinstance(digest, str) or not _PIN_ID.fullmatch(digest):
-                raise Refused(f"image {ref.text} is not on this host and its registry gave no usable digest for it")
-            return ImagePin(ref.text, "registry", digest)
-
-        return await self.driver.run(work)
+        return await self.driver.run(lambda api: find_pin(api, ref))
 
     async def pin_rollback(self, name: str) -> ImagePin:
         """The image a rollback of ``name`` would return to, by id; Refused when there is none."""
@@ -359,46 +302,20 @@ class Deployer:
                 raise Refused(f"the approved image {pin} is no longer on this host; ask again")
             return found, pin.id
         by_digest = f"{ref.name}@{pin.id}"
-
-        def work(api: APIClient) -> dict[str, Any]:
-            try:
-                return dict(api.inspect_image(by_digest))
-            except NotFound:
-                pass
-            errors: list[str] = []
-            try:
-                for event in api.pull(by_digest, stream=True, decode=True):
-                    if isinstance(event, dict) and event.get("error"):
-                        errors.append(str(event["error"]))
-            except APIError as exc:
-                errors.append(explain_api_error(exc))
-            try:
-                return dict(api.inspect_image(by_digest))
-            except NotFound:
-                why = " ".join(errors[-1].split())[:300] if errors else "the registry did not provide it"
-                raise Refused(f"the approved image {pin} could not be pulled: {why}") from None
-
-        return await self.driver.run(work), by_digest
+        found = await self.driver.run(
+            lambda api: _have_or_pull(
+                api, by_digest, lambda: api.pull(by_digest, stream=True, decode=True), f"the approved image {pin} could not be pulled"
+            )
+        )
+        return found, by_digest
 
     async def _tag_moved(self, ref: ImageReference, pin: ImagePin) -> str:
         """A note for the outcome when ``ref`` no longer names the pinned image; "" when it does or cannot tell."""
         if ref.digest:
             return ""  # a digest reference cannot move
 
-        def work(api: APIClient) -> str | None:
-            if pin.source == "local":
-                try:
-                    return str(api.inspect_image(ref.text)["Id"])
-                except NotFound:
-                    return None
-            try:
-                found = api.inspect_distribution(ref.text)
-            except APIError:
-                return pin.id  # the registry cannot say now: nothing to report
-            return str((found.get("Descriptor") or {}).get("digest") or "")
-
         try:
-            now = await self.driver.run(work)
+            now = await self.driver.run(lambda api: named_now(api, ref, pin))
         except ActionError:
             return ""
         if now == pin.id:
@@ -614,31 +531,15 @@ class Deployer:
 
     async def _resolve(self, ref: ImageReference) -> dict[str, Any]:
         """The local image; pulled only when missing. Refused when it cannot be had."""
+        repository, tag = ref.pull_args
 
-        def work(api: APIClient) -> dict[str, Any]:
-            try:
-                return dict(api.inspect_image(ref.text))
-            except NotFound:
-                pass
-            errors: list[str] = []
-            repository, tag = ref.pull_args
-            try:
-                if ref.digest:
-                    events = api.pull(f"{repository}@{ref.digest}", stream=True, decode=True)
-                else:
-                    events = api.pull(repository, tag=tag, stream=True, decode=True)
-                for event in events:
-                    if isinstance(event, dict) and event.get("error"):
-                        errors.append(str(event["error"]))
-            except APIError as exc:
-                errors.append(explain_api_error(exc))
-            try:
-                return dict(api.inspect_image(ref.text))
-            except NotFound:
-                why = " ".join(errors[-1].split())[:300] if errors else "the registry did not provide it"
-                raise Refused(f"image {ref.text} is not on this host and could not be pulled: {why}") from None
+        def pull(api: APIClient) -> Any:
+            if ref.digest:
+                return api.pull(f"{repository}@{ref.digest}", stream=True, decode=True)
+            return api.pull(repository, tag=tag, stream=True, decode=True)
 
-        return await self.driver.run(work)
+        refusal = f"image {ref.text} is not on this host and could not be pulled"
+        return await self.driver.run(lambda api: _have_or_pull(api, ref.text, lambda: pull(api), refusal))
 
     async def _current_repositories(self, name: str, old: dict[str, Any], old_image: dict[str, Any]) -> set[str]:
         """Every repository the running image goes by (its tag, the image's tags and digests, the record)."""
@@ -675,6 +576,26 @@ def made_by(container: dict[str, Any], deployment_id: str) -> bool:
     """Whether ``container`` was created by deployment ``deployment_id`` (it carries our label)."""
     labels = (container.get("Config") or {}).get("Labels") or {}
     return bool(deployment_id) and labels.get(DEPLOYMENT_LABEL) == deployment_id
+
+
+def _have_or_pull(api: APIClient, wanted: str, pull: Callable[[], Any], refusal: str) -> dict[str, Any]:
+    """The inspect of image ``wanted``, pulled first when the engine lacks it; Refused (``refusal: why``) when it cannot be had."""
+    try:
+        return dict(api.inspect_image(wanted))
+    except NotFound:
+        pass
+    errors: list[str] = []
+    try:
+        for event in pull():
+            if isinstance(event, dict) and event.get("error"):
+                errors.append(str(event["error"]))
+    except APIError as exc:
+        errors.append(explain_api_error(exc))
+    try:
+        return dict(api.inspect_image(wanted))
+    except NotFound:
+        why = " ".join(errors[-1].split())[:300] if errors else "the registry did not provide it"
+        raise Refused(f"{refusal}: {why}") from None
 
 
 def _stop_and_set_aside(api: APIClient, old: dict[str, Any], name: str, deploy_id: str) -> None:
