@@ -85,6 +85,9 @@ CASES: list[tuple[str, Any, str]] = [
     ("expired", lambda h, k, s: signed(k, claims(iat=int(time.time()) - 100, nbf=int(time.time()) - 100, exp=int(time.time()) - 40)), "expired"),
     ("nbf in the future", lambda h, k, s: signed(k, claims(nbf=int(time.time()) + 30, exp=int(time.time()) + 50)), "not valid yet"),
     ("lifetime over the maximum", lambda h, k, s: signed(k, claims(exp=int(time.time()) + 120)), "at most 60 s"),
+    # Both times inside the tolerated skew, so only the lifetime rule can refuse it.
+    ("exp before iat", lambda h, k, s: signed(k, claims(iat=int(time.time()) + 4, exp=int(time.time()) + 1)), "expires before it was issued"),
+    ("lifetime from iat over the maximum", lambda h, k, s: signed(k, claims(iat=int(time.time()) - 30, nbf=int(time.time()) - 30, exp=int(time.time()) + 31)), "at most 60 s"),
     ("unknown kid", lambda h, k, s: jwt.encode(claims(), k.private, algorithm="EdDSA", headers={"kid": "nobody"}), "unknown key id"),
     ("crit header", lambda h, k, s: signed(k, claims(), crit=["exp"]), "'crit' header"),
     ("body changed after signing", lambda h, k, s: flip_payload(make_token(k, user_id=ADMIN, action="whoami")), "signature does not verify"),
