@@ -4,6 +4,13 @@ PostgreSQL comes from ``WINGMAN_TEST_PG_URL`` (a database the tests may use to c
 drop their own databases, e.g. ``postgresql+asyncpg://wingman:wingman@127.0.0.1/wingman_test``;
 ``.ci/run`` sets it up). Without it the PostgreSQL cases skip, saying so; with ``CI=true``
 a missing service fails the run instead.
+
+The fast inner loop is ``pytest -m "not slow"``: every test that needs the Docker engine
+(anything under tests/docker/, or using the engine, images, resources or registry fixtures)
+or a PostgreSQL database (``pg_url``, or ``db_url``'s PostgreSQL case) is marked ``slow``
+here, without a mark of its own, and so is a new one; so is every hypothesis property
+test (hundreds of examples each), and so are the files and tests in ``SLOW`` (they start
+daemons, the wingman command or fresh interpreters, or feed big inputs).
 """
 
 from __future__ import annotations
@@ -27,6 +34,52 @@ def service_missing(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true and {reason}")
     pytest.skip(reason)
+
+
+DOCKER_FIXTURES = frozenset({"engine", "images", "resources", "registry"})
+TESTS = Path(__file__).parent
+DOCKER_TESTS = TESTS / "docker"
+
+
+SLOW = {
+    "audit/test_cli.py": "runs the wingman command in a child process per test",
+    "audit/test_witness.py": "runs the wingman command in a child process per test",
+    "bot/test_lazy_types.py": "builds every aiogram type in fresh interpreters",
+    "bot/test_lifecycle.py": "starts the bot as a process",
+    "deploy/test_compose.py": "runs docker compose",
+    "executor/test_big_verify.py": "verifies a big chain",
+    "executor/test_codes.py::test_wingman_approvers_enroll": "runs the wingman command",
+    "executor/test_connections.py": "clients in child processes, connections held open for seconds",
+    "executor/test_lease.py": "starts executors as processes",
+    "executor/test_startup.py": "starts executors as processes",
+    "ops/test_backup.py": "runs the wingman command in child processes",
+    "wingman/test_migrations.py": "opens the daemon's stores in fresh interpreters",
+}
+
+
+def _listed_slow(item: pytest.Item) -> bool:
+    file = item.path.relative_to(TESTS).as_posix()
+    return file in SLOW or f"{file}::{getattr(item, 'originalname', item.name)}" in SLOW
+
+
+def _needs_postgres(item: pytest.Item) -> bool:
+    fixtures = getattr(item, "fixturenames", ())
+    callspec = getattr(item, "callspec", None)
+    return "pg_url" in fixtures or (callspec is not None and callspec.params.get("backend") == "postgresql")
+
+
+def _needs_docker(item: pytest.Item) -> bool:
+    return DOCKER_TESTS in item.path.parents or not DOCKER_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need a service ``slow`` (and ``postgres``): see the docstring."""
+    for item in items:
+        if _needs_postgres(item):
+            item.add_marker(pytest.mark.postgres)
+            item.add_marker(pytest.mark.slow)
+        elif _needs_docker(item) or _listed_slow(item) or hasattr(getattr(item, "obj", None), "hypothesis"):
+            item.add_marker(pytest.mark.slow)
 
 
 def _plain_pg_url(url: str) -> str:
