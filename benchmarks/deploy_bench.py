@@ -43,8 +43,8 @@ from docker.api.client import APIClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from executor.deploy import Deployer  # noqa: E402
-from executor.deployments import DeploymentStore  # noqa: E402
 from executor.docker_driver import DockerDriver  # noqa: E402
+from tests.stores import open_deployment_store  # noqa: E402
 
 BUSYBOX = Path("/bin/busybox")
 DOCKERFILE = """\
@@ -126,7 +126,7 @@ async def main() -> int:
     name, network, volume = f"{prefix}-web", f"{prefix}-net", f"{prefix}-data"
     tmp = Path(tempfile.mkdtemp(prefix="wingman-bench-"))
     driver = DockerDriver(base_url)
-    store = await DeploymentStore.open(f"sqlite+aiosqlite:///{tmp / 'executor.db'}")
+    store = await open_deployment_store(f"sqlite+aiosqlite:///{tmp / 'executor.db'}")
     tags: list[str] = []
     try:
         tags = build(api, repository)
@@ -173,7 +173,7 @@ async def main() -> int:
             except docker.errors.APIError:
                 pass
         await driver.close()
-        await store.close()
+        await store.engine.dispose()
         client.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -33,8 +33,6 @@ from sqlalchemy import Column, Float, Index, Table, Text, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit.database import make_engine, normalize_url, sqlite_path, upgrade_schema
-from executor.migrations import MIGRATIONS
 from executor.schema import metadata
 
 
@@ -114,30 +112,9 @@ def new_deployment_id() -> str:
 class DeploymentStore:
     """Deployment records in the executor's database."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], float] = time.time, owns_engine: bool = False) -> None:
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self._clock = clock
-        self._owns_engine = owns_engine
-
-    @classmethod
-    async def open(cls, url: str, *, migrate: bool = True, clock: Callable[[], float] = time.time) -> DeploymentStore:
-        """A store with its own writer engine; with ``migrate`` the executor schema is brought up to date."""
-        parsed = normalize_url(url)
-        path = sqlite_path(parsed)
-        if path is not None and migrate:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(parsed, writer=True)
-        if migrate:
-            try:
-                await upgrade_schema(engine, MIGRATIONS)
-            except BaseException:
-                await engine.dispose()
-                raise
-        return cls(engine, clock=clock, owns_engine=True)
-
-    async def close(self) -> None:
-        if self._owns_engine:
-            await self.engine.dispose()
 
     # -- writing ----------------------------------------------------------------------------
 

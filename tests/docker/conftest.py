@@ -15,6 +15,7 @@ from executor.deploy import Deployer
 from executor.deployments import DeploymentStore
 from executor.docker_driver import DockerDriver
 from tests.docker.engine import DOCKER_HOST
+from tests.stores import open_deployment_store
 
 
 @pytest.fixture
@@ -31,9 +32,9 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def deployments(db_path: Path) -> AsyncIterator[DeploymentStore]:
-    store = await DeploymentStore.open(f"sqlite+aiosqlite:///{db_path}")
+    store = await open_deployment_store(f"sqlite+aiosqlite:///{db_path}")
     yield store
-    await store.close()
+    await store.engine.dispose()
 
 
 @pytest.fixture

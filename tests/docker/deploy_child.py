@@ -17,13 +17,13 @@ import sys
 from typing import Any
 
 from executor.deploy import Deployer
-from executor.deployments import DeploymentStore
 from executor.docker_driver import DockerDriver
 from executor.errors import ActionError
+from tests.stores import open_deployment_store
 
 
 async def main(args: argparse.Namespace) -> int:
-    store = await DeploymentStore.open(args.db)
+    store = await open_deployment_store(args.db)
     driver = DockerDriver(os.environ.get("DOCKER_HOST") or None)
     deployer = Deployer(driver, store, health_timeout=args.timeout, running_window=2, poll_interval=0.1)
 
@@ -40,7 +40,7 @@ async def main(args: argparse.Namespace) -> int:
         print(f"RESULT {type(exc).__name__}: {exc}", flush=True)
     finally:
         await driver.close()
-        await store.close()
+        await store.engine.dispose()
     return 0
 
 

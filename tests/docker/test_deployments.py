@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import inspect as sa_inspect
 
 from executor.deployments import DeploymentStore, deployments
+from tests.stores import open_deployment_store
 
 OLD = {"Id": "c" * 64, "Name": "/web", "State": {"Running": True}, "Config": {"Image": "app:1", "Env": ["A=1"]}}
 
@@ -38,7 +39,7 @@ async def deploy(store: DeploymentStore, prev: str, new: str, *, action: str = "
 
 
 async def test_records_move_through_their_states_and_end_once(db_url: str) -> None:
-    store = await DeploymentStore.open(db_url, clock=Clock())
+    store = await open_deployment_store(db_url, clock=Clock())
     try:
         deployment_id = await deploy(store, "1", "2")
         [open_one] = await store.unfinished()
@@ -56,11 +57,11 @@ async def test_records_move_through_their_states_and_end_once(db_url: str) -> No
             await store.finish(deployment_id, "verifying", "no")
         assert await store.get("nope") is None
     finally:
-        await store.close()
+        await store.engine.dispose()
 
 
 async def test_rollback_target_walks_back_through_deploys(db_url: str) -> None:
-    store = await DeploymentStore.open(db_url, clock=Clock())
+    store = await open_deployment_store(db_url, clock=Clock())
     try:
         for prev, new in (("1", "2"), ("2", "3")):
             await store.finish(await deploy(store, prev, new), "succeeded", "ok")
@@ -79,11 +80,11 @@ async def test_rollback_target_walks_back_through_deploys(db_url: str) -> None:
         assert await store.latest_tag("web", "sha256:" + "2" * 64) == "app:2"
         assert [d.new_image_tag for d in await store.history("web")] == ["app:2", "app:4", "app:3", "app:2"]
     finally:
-        await store.close()
+        await store.engine.dispose()
 
 
 async def test_the_migration_creates_the_table_next_to_the_executors_others(sqlite_url: str) -> None:
-    store = await DeploymentStore.open(sqlite_url)
+    store = await open_deployment_store(sqlite_url)
     try:
         async with store.engine.connect() as conn:
             tables = await conn.run_sync(lambda sync: sa_inspect(sync).get_table_names())
@@ -91,6 +92,6 @@ async def test_the_migration_creates_the_table_next_to_the_executors_others(sqli
         assert {"deployments", "approvals", "notifications", "seen_tokens"} <= set(tables)
         assert {c.name for c in deployments.columns} == columns
     finally:
-        await store.close()
+        await store.engine.dispose()
     # Opening again is a no-op upgrade.
-    await (await DeploymentStore.open(sqlite_url)).close()
+    await (await open_deployment_store(sqlite_url)).engine.dispose()

@@ -17,6 +17,7 @@ from executor.docker_driver import ASIDE_MARKER, DockerDriver, aside_name
 from executor.recovery import recover
 from tests.docker.engine import Resources
 from tests.docker.images import BuiltImages
+from tests.stores import open_deployment_store
 
 pytestmark = pytest.mark.slow
 
@@ -82,14 +83,14 @@ async def test_a_deploy_killed_mid_way_is_recovered(
     old = resources.container(images.ref("v1"))
     name = old["Name"].lstrip("/")
     # The database exists before the child starts, as the executor's would.
-    await (await DeploymentStore.open(db_url)).close()
+    await (await open_deployment_store(db_url)).engine.dispose()
 
     seen = await run_child_until(db_url, name, images.ref(variant), pause_at)
     assert seen[-1] == f"PAUSED {pause_at}"
     if pause_at != "stopping":
         assert any(ASIDE_MARKER in n for c in resources.ours() for n in c["Names"]), "no container was set aside"
 
-    store = await DeploymentStore.open(db_url)
+    store = await open_deployment_store(db_url)
     driver = DockerDriver(os.environ.get("DOCKER_HOST") or None)
     try:
         deployer = Deployer(driver, store, health_timeout=10, running_window=2, poll_interval=0.1)
@@ -112,7 +113,7 @@ async def test_a_deploy_killed_mid_way_is_recovered(
         assert again.done == again.alerts == []  # nothing left to do the second time
     finally:
         await driver.close()
-        await store.close()
+        await store.engine.dispose()
 
 
 async def ended_record(

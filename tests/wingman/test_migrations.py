@@ -26,13 +26,13 @@ REPO = Path(__file__).resolve().parents[2]
 START_DAEMON_STORES = """
 import asyncio, sys
 from audit import AuditStore
-from executor.deployments import DeploymentStore
+from tests.stores import open_deployment_store
 
 async def main(url):
     store = await AuditStore.open(url)          # the audit tables
-    deployments = await DeploymentStore.open(url)  # the executor's tables
+    deployments = await open_deployment_store(url)  # the executor's tables
     await store.append(actor="system", action="executor.start", decision="done")
-    await deployments.close()
+    await deployments.engine.dispose()
     await store.close()
 
 asyncio.run(main(sys.argv[1]))
