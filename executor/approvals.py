@@ -118,10 +118,6 @@ class Vote:
     factor: str = "none"  # what the vote carried besides its signature: "totp" or "none"
     code_required: bool = False  # the vote lacked the one-time code it needs: ask the approver
 
-    @property
-    def completed(self) -> bool:
-        return self.outcome == "approved"
-
 
 class Approvals:
     def __init__(self, engine: AsyncEngine, key: SigningKey) -> None:
