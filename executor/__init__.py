@@ -1,1 +1,1 @@
-"""The executor daemon: the only process that touches Docker or Proxmox (arrives with issue 3)."""
+"""The executor daemon: the only process that touches Docker or Proxmox, and the authority on what runs."""

@@ -1,1 +1,1 @@
-"""The ``wingman`` command and the settings layer shared by the bot and the executor."""
+"""The ``wingman`` command, on top of everything: it composes the bot and the executor."""
