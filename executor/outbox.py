@@ -49,7 +49,6 @@ class Outbox:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._added = asyncio.Event()
-        self.waiting = 0  # long-polls parked right now
 
     async def add(self, kind: str, payload: dict[str, Any], *, now: float, chat_id: int | None = None, ref: str | None = None) -> int:
         async with self._engine.begin() as conn:
@@ -69,12 +68,8 @@ class Outbox:
         found = await self._undelivered(limit)
         if found or wait == 0:
             return found
-        self.waiting += 1
-        try:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._added.wait(), wait)
-        finally:
-            self.waiting -= 1
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._added.wait(), wait)
         return await self._undelivered(limit)
 
     async def _undelivered(self, limit: int) -> list[Notification]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from executor.outbox import Notification, Outbox
 from tests.harness import ADMIN, OPERATOR, Harness
 
 
@@ -36,14 +38,25 @@ async def test_undelivered_events_survive_an_executor_restart(harness: Harness) 
     assert [e["id"] for e in await harness.client().poll(wait=0)] == ids
 
 
+class WatchedOutbox(Outbox):
+    """The executor's outbox, which also tells the test when a poll found nothing (and goes on to wait)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self.found_nothing = asyncio.Event()
+
+    async def _undelivered(self, limit: int) -> list[Notification]:
+        found = await super()._undelivered(limit)
+        if not found:
+            self.found_nothing.set()
+        return found
+
+
 async def test_a_long_poll_wakes_when_an_event_arrives(harness: Harness) -> None:
+    outbox = harness.executor.outbox = WatchedOutbox(harness.daemon._engine)
     bot = harness.client()
     waiting = asyncio.create_task(bot.poll(wait=20))
-    for _ in range(100_000):  # until the poll is parked inside the executor (yields, no sleeping)
-        if harness.executor.outbox.waiting:
-            break
-        await asyncio.sleep(0)
-    assert harness.executor.outbox.waiting == 1
+    await asyncio.wait_for(outbox.found_nothing.wait(), 20)  # the poll is inside the executor, waiting
     [event_id] = await produce(harness, 1)
     events = await asyncio.wait_for(waiting, 20)
     assert [e["id"] for e in events] == [event_id]
