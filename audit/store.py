@@ -9,6 +9,11 @@ pending append in turn and writes whatever has queued up meanwhile in one transa
 ``append`` returns only after its transaction has committed: SQLite runs in WAL mode with
 ``synchronous=FULL``, PostgreSQL with its default synchronous commit, so a returned entry
 survives a crash of the process or the machine.
+
+Why this file is longer than about 500 lines: the SQLite writer thread, the group-commit
+append and the read snapshots are the two sides of one durability contract (what a
+returned append promises, what a reader sees) and are checked against each other here.
+The database plumbing is in ``audit.database``, the batching in ``audit.batching``.
 """
 
 from __future__ import annotations

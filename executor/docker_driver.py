@@ -18,6 +18,11 @@ Errors are the executor's family (``executor.errors``): :class:`Refused`, :class
 :class:`ActionFailed` (and :class:`DeployFailed`), :class:`EngineUnavailable`; ``str(error)``
 is one line that can be shown to a person as it is. Nothing in this module raises anything else to its
 callers for an engine failure, and no traceback is meant to reach a user.
+
+Why this file is longer than about 500 lines: besides the driver it holds the small values
+and name rules of containers (``ContainerStatus``, ``ImageRef``, aside names, log
+cleaning) that the deployer and recovery share with it; they are a few lines each and
+are read beside the driver methods that make them.
 """
 
 from __future__ import annotations

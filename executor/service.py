@@ -9,6 +9,14 @@ the policy the executor holds then: the settings and policy file as loaded at it
 start. Approvals survive a restart, so a restart with a narrower policy refuses at run
 time what it no longer allows. Every approved request ends in a final state, audited,
 whatever it meets; at start-up ``resume_approvals`` starts or ends those the last run left.
+
+Why this file is longer than about 500 lines: the decision path, the votes and the
+background run of an approved request all write through the same two steps, ``_record``
+(the audit entry, committed with the request's replay claim) and ``_notify_approval``; cut
+apart, each piece would need those handed back from the executor, the coupling that
+issue 14 took out of the action handlers. What stands alone is elsewhere: the handlers
+(``executor.actions``), what the audit can record (``executor.recordable``), the approvals'
+storage (``executor.approvals``).
 """
 
 from __future__ import annotations

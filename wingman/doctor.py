@@ -16,6 +16,10 @@ A check that crashes is a FAIL line, never a traceback.
 ``wingman health bot`` checks that the bot could work right now: its token has the right
 form, its signing key loads, and the executor answers on the socket. Both print one line and
 exit 0 (healthy) or 1 (not); they are what the container HEALTHCHECKs run.
+
+Why this file is longer than about 500 lines: it is a list of independent checks, each a
+short function returning one ``CheckResult``, in the order ``wingman check`` prints them;
+split, the list would no longer read as what the command does.
 """
 
 from __future__ import annotations
