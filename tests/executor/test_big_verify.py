@@ -61,6 +61,20 @@ async def build_chain(path: Path, count: int) -> None:
     await asyncio.to_thread(insert)
 
 
+async def answered_while_verifying(harness: Harness) -> Any:
+    """Start what /verify and the nightly job run, ask three requests, and show they were
+    answered while the verification was still running; its report."""
+    client = harness.client()
+    verification = asyncio.create_task(harness.executor.verify_audit())
+    await asyncio.sleep(0)  # one step of the task hands the verification to its thread
+    answers = [await client.call(ADMIN, "whoami"), await client.call(ADMIN, "pending"), await client.call(ADMIN, "audit", {"n": 3})]
+    still_running = not verification.done()
+    report = await verification
+    assert [a.status for a in answers] == ["done", "done", "done"], answers
+    assert still_running, "the requests were answered only after the verification had finished"
+    return report
+
+
 async def test_requests_are_answered_while_a_million_entries_are_verified(make_harness: Any, tmp_path: Path) -> None:
     database = tmp_path / "big.db"
     await build_chain(database, ENTRIES)
@@ -70,17 +84,7 @@ async def test_requests_are_answered_while_a_million_entries_are_verified(make_h
     catch_up = harness.daemon.scheduler.checkpointing
     assert catch_up is not None
     await catch_up
-    client = harness.client()
-
-    # What /verify and the nightly job both run; one step of the task hands it to its thread.
-    verification = asyncio.create_task(harness.executor.verify_audit())
-    await asyncio.sleep(0)
-    answers = [await client.call(ADMIN, "whoami"), await client.call(ADMIN, "pending"), await client.call(ADMIN, "audit", {"n": 3})]
-    still_running = not verification.done()
-    report = await verification
-
-    assert [a.status for a in answers] == ["done", "done", "done"], answers
-    assert still_running, "the requests were answered only after the verification had finished"
+    report = await answered_while_verifying(harness)
     assert report.ok, report.summary()
     assert report.entries >= ENTRIES + 1  # the million, and the executor's own start
 
@@ -95,14 +99,5 @@ async def test_requests_are_answered_while_exported_entries_are_verified(make_ha
         datetime.now(timezone.utc), executor.trusted_audit_keys,
     )  # fmt: skip
     assert exported.exported == EXPORTED
-    client = harness.client()
-
-    verification = asyncio.create_task(executor.verify_audit())
-    await asyncio.sleep(0)
-    answers = [await client.call(ADMIN, "whoami"), await client.call(ADMIN, "pending"), await client.call(ADMIN, "audit", {"n": 3})]
-    still_running = not verification.done()
-    report = await verification
-
-    assert [a.status for a in answers] == ["done", "done", "done"], answers
-    assert still_running, "the requests were answered only after the verification had finished"
+    report = await answered_while_verifying(harness)
     assert report.ok and report.exported == EXPORTED, report.summary()

@@ -27,7 +27,7 @@ import pytest
 from audit import AuditEntry, verify_chain
 from executor.connections import REFUSAL_WINDOW
 from executor.protocol import MAX_CONNECTIONS_PER_UID
-from tests.executor.test_peercred import NO_DOCKER, NOBODY_UID, make_traversable, nobody_python
+from tests.executor.test_peercred import NO_DOCKER, NOBODY_UID, as_nobody, make_traversable  # noqa: F401 (as_nobody: a fixture)
 from tests.harness import ADMIN, Harness
 
 MakeHarness = Callable[..., Awaitable[Harness]]
@@ -107,14 +107,6 @@ for sock, conn in conns.items():
     line["answers"].append(conn["answer"].split(b"\r\n", 1)[0].decode("latin-1"))
 print(json.dumps(report), flush=True)
 """
-
-
-@pytest.fixture(scope="module")
-def as_nobody() -> list[str]:
-    command = nobody_python()
-    if command is None:
-        pytest.skip("needs root, setpriv and a Python that user nobody can run")
-    return command
 
 
 def open_to_everyone(harness: Harness) -> Path:
