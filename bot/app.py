@@ -24,12 +24,12 @@ from aiogram.types import BotCommand, Update
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 
 from audit.signing import KeyFileError, SigningKey, load_signing_key
+from bot.fleet import Fleet
 from bot.handlers import ChatGate, build_router
 from bot.notifications import NotificationPump
 from bot.ratelimit import RateLimit
 from bot.retry import RetryMiddleware
 from bot.settings import BotSettings
-from executor.client import ExecutorClient
 from process.lifecycle import run_until_signalled
 from process.settings import SettingsError
 
@@ -179,14 +179,15 @@ class BotApp:
         self.webhook = check_webhook(settings)
         self.settings = settings
         self.bot = make_bot(token, settings.telegram_api_base)
-        self.client = ExecutorClient(settings.socket_path, key)
+        self.fleet = Fleet(settings.executor_sockets(), key)
         self.dispatcher = Dispatcher()
         self.dispatcher.message.outer_middleware(ChatGate(settings.chat_id))
         self.dispatcher.callback_query.outer_middleware(ChatGate(settings.chat_id))
         self.rate_limit = RateLimit()
         self.dispatcher.message.middleware(self.rate_limit)
         self.dispatcher.include_router(build_router())
-        self.pump = NotificationPump(self.bot, self.client, settings.chat_id)
+        # One pump per executor: a host that is down delays no other host's notifications.
+        self.pumps = [NotificationPump(self.bot, host.client, settings.chat_id, host=host.name) for host in self.fleet.hosts]
         self._tasks: list[asyncio.Task[None]] = []
         self._webhook_server: web.AppRunner | None = None
         self._updates: UpdateHandler | None = None
@@ -206,20 +207,21 @@ class BotApp:
             self._tasks.append(
                 asyncio.create_task(
                     self.dispatcher.start_polling(
-                        self.bot, handle_signals=False, close_bot_session=False, client=self.client, polling_timeout=25
+                        self.bot, handle_signals=False, close_bot_session=False, fleet=self.fleet, polling_timeout=25
                     ),
                     name="telegram-polling",
                 )
             )
-        self._tasks.append(asyncio.create_task(self.pump.run(), name="notifications"))
+        for pump in self.pumps:
+            self._tasks.append(asyncio.create_task(pump.run(), name=f"notifications-{pump.host or 'executor'}"))
         log.info("bot started (%s)", "webhook at " + self.webhook.url if self.webhook else "long polling")
 
     async def _start_webhook(self, webhook: Webhook) -> None:
         """Listen first, then tell Telegram where to post: its first update finds us ready."""
         app = web.Application()
-        self._updates = UpdateHandler(self.dispatcher, self.bot, webhook.secret, client=self.client)
+        self._updates = UpdateHandler(self.dispatcher, self.bot, webhook.secret, fleet=self.fleet)
         self._updates.register(app, path=webhook.path)
-        setup_application(app, self.dispatcher, client=self.client)
+        setup_application(app, self.dispatcher, fleet=self.fleet)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         try:
@@ -240,7 +242,8 @@ class BotApp:
 
     async def stop(self) -> None:
         """Stop polling, let in-flight executor calls finish (bounded), close the sessions."""
-        self.pump.stop()
+        for pump in self.pumps:
+            pump.stop()
         if self._webhook_server is not None:
             # Stop taking updates (Telegram keeps them until the bot is back), finish those taken.
             await self._webhook_server.cleanup()
@@ -248,12 +251,11 @@ class BotApp:
                 await asyncio.wait(self._updates.in_flight, timeout=SHUTDOWN_GRACE)
         with contextlib.suppress(RuntimeError):  # polling had not started (or webhook mode)
             await self.dispatcher.stop_polling()
-        if self.pump.idle:
-            # Parked in a long poll: nothing is half-shown, and an unacknowledged event
-            # comes again after a restart anyway.
-            for task in self._tasks:
-                if task.get_name() == "notifications":
-                    task.cancel()
+        for pump, task in zip(self.pumps, [t for t in self._tasks if t.get_name().startswith("notifications-")]):
+            if pump.idle:
+                # Parked in a long poll: nothing is half-shown, and an unacknowledged event
+                # comes again after a restart anyway.
+                task.cancel()
         if self._tasks:
             done, pending = await asyncio.wait(self._tasks, timeout=SHUTDOWN_GRACE)
             for task in pending:
@@ -261,7 +263,7 @@ class BotApp:
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("%s ended with %r", task.get_name(), task.exception())
-        await self.client.close()
+        await self.fleet.close()
         await self.bot.session.close()
 
 

@@ -27,7 +27,8 @@ from aiogram.types import (
 )
 
 from bot.formatting import as_plain, code, esc, fits, reply_text
-from executor.client import ExecutorClient, ExecutorUnreachable
+from bot.fleet import Fleet
+from executor.client import ExecutorUnreachable
 
 log = logging.getLogger("wingman.bot")
 
@@ -40,19 +41,36 @@ CODE_USAGE = "Usage: /code <request id> <six digits> — the code your authentic
 
 
 class ApprovalButton(CallbackData, prefix="ap"):
-    """Carries only the approval id and the tap's meaning: the executor decides who may act."""
+    """Carries only the approval, its host and the tap's meaning: the executor decides who may act.
+
+    ``ap:<op>:<id>`` with one executor (as before there were many, so old buttons still
+    work), ``ap:<op>:<id>:<host>`` with many; at most 64 bytes (Telegram's limit): host
+    names have at most 20 characters, approval ids 32 (``tests/bot/test_fleet_units.py``).
+    """
 
     op: str  # "approve", "reject" or "cancel"
     id: str
+    host: str = ""
+
+    def pack(self) -> str:
+        packed = super().pack()
+        return packed if self.host else packed.removesuffix(self.__separator__)
+
+    @classmethod
+    def unpack(cls, value: str) -> ApprovalButton:
+        if value.count(cls.__separator__) == 2:  # no host: the only executor
+            value += cls.__separator__
+        return super().unpack(value)
 
 
-def approval_keyboard(approval_id: str, *, for_requester: bool) -> InlineKeyboardMarkup:
+def approval_keyboard(approval_id: str, *, for_requester: bool, host: str | None = None) -> InlineKeyboardMarkup:
+    where = host or ""
     if for_requester:
-        buttons = [InlineKeyboardButton(text="Cancel request", callback_data=ApprovalButton(op="cancel", id=approval_id).pack())]
+        buttons = [InlineKeyboardButton(text="Cancel request", callback_data=ApprovalButton(op="cancel", id=approval_id, host=where).pack())]
     else:
         buttons = [
-            InlineKeyboardButton(text="✅ Approve", callback_data=ApprovalButton(op="approve", id=approval_id).pack()),
-            InlineKeyboardButton(text="🚫 Reject", callback_data=ApprovalButton(op="reject", id=approval_id).pack()),
+            InlineKeyboardButton(text="✅ Approve", callback_data=ApprovalButton(op="approve", id=approval_id, host=where).pack()),
+            InlineKeyboardButton(text="🚫 Reject", callback_data=ApprovalButton(op="reject", id=approval_id, host=where).pack()),
         ]
     return InlineKeyboardMarkup(inline_keyboard=[buttons])
 
@@ -192,7 +210,7 @@ def build_router() -> Router:
     router = Router(name="commands")
 
     @router.message(Command(*COMMANDS, ignore_case=True))
-    async def on_command(message: Message, command: CommandObject, client: ExecutorClient, bot: Bot) -> None:
+    async def on_command(message: Message, command: CommandObject, fleet: Fleet, bot: Bot) -> None:
         if message.from_user is None:
             return
         try:
@@ -200,10 +218,10 @@ def build_router() -> Router:
         except Usage as exc:
             await message.reply(esc(str(exc)))
             return
-        await ask(message, parsed, client, bot)
+        await ask(message, parsed, fleet, bot)
 
     @router.message(F.text, F.reply_to_message.text.regexp(CODE_PROMPT))
-    async def on_code(message: Message, client: ExecutorClient, bot: Bot) -> None:
+    async def on_code(message: Message, fleet: Fleet, bot: Bot) -> None:
         """The digits an approver typed in reply to the bot's prompt for a one-time code."""
         prompt = message.reply_to_message
         if message.from_user is None or prompt is None or prompt.from_user is None or prompt.from_user.id != bot.id:
@@ -215,13 +233,17 @@ def build_router() -> Router:
         except Usage as exc:
             await message.reply(esc(f"{exc} Reply to my message again."))
             return
-        await ask(message, parsed, client, bot)
+        await ask(message, parsed, fleet, bot)
 
-    async def ask(message: Message, parsed: Parsed, client: ExecutorClient, bot: Bot) -> None:
+    async def ask(message: Message, parsed: Parsed, fleet: Fleet, bot: Bot) -> None:
         user = message.from_user
         assert user is not None
+        host = fleet.only
+        if host is None:
+            await message.reply("Name the host: e.g. /status web@home; /hosts lists them.")
+            return
         try:
-            reply = await client.call(user.id, parsed.action, parsed.args, chat_context(message))
+            reply = await fleet.call(host, user.id, parsed.action, parsed.args, chat_context(message))
         except ExecutorUnreachable as exc:
             log.error("%s", exc)
             await message.reply(UNREACHABLE)
@@ -231,14 +253,18 @@ def build_router() -> Router:
         await send_text(bot, message.chat.id, text, name=name, reply_to=message.message_id)
 
     @router.callback_query(ApprovalButton.filter())
-    async def on_button(query: CallbackQuery, callback_data: ApprovalButton, client: ExecutorClient, bot: Bot) -> None:
+    async def on_button(query: CallbackQuery, callback_data: ApprovalButton, fleet: Fleet, bot: Bot) -> None:
         action = {"approve": "approval.approve", "reject": "approval.reject", "cancel": "approval.cancel"}.get(callback_data.op)
         if action is None:
             await query.answer("This button is not understood.", show_alert=True)
             return
         chat = {"chat_id": query.message.chat.id if query.message else None, "private": False}
+        host = fleet.get(callback_data.host) if callback_data.host else fleet.only
+        if host is None:
+            await query.answer("This button is for an executor this bot no longer serves.", show_alert=True)
+            return
         try:
-            reply = await client.call(query.from_user.id, action, {"id": callback_data.id}, chat)
+            reply = await fleet.call(host, query.from_user.id, action, {"id": callback_data.id}, chat)
         except ExecutorUnreachable as exc:
             log.error("%s", exc)
             await query.answer("The executor is not answering; nothing was done. Try again in a minute.", show_alert=True)

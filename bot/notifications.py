@@ -81,9 +81,12 @@ class NotificationPump:
     stopped); the tests give one that only counts, so minutes of back-off take no time.
     """
 
-    def __init__(self, bot: Bot, client: ExecutorClient, team_chat: int | None, *, sleep: Sleep | None = None) -> None:
+    def __init__(
+        self, bot: Bot, client: ExecutorClient, team_chat: int | None, *, sleep: Sleep | None = None, host: str | None = None
+    ) -> None:
         self.bot = bot
         self.client = client
+        self.host = host  # the executor's name, shown when the bot serves many (None: the only one)
         self.team_chat = team_chat
         self._last_edit: dict[tuple[int, int], float] = {}
         self._stopping = asyncio.Event()
@@ -109,14 +112,18 @@ class NotificationPump:
                 if key != state:
                     state = key
                     log.log(
-                        _level(exc), "notifications paused: %s; retrying with back-off up to %.0f s", self.trouble, MAX_BACKOFF,
+                        _level(exc), "notifications%s paused: %s; retrying with back-off up to %.0f s", self._from, self.trouble, MAX_BACKOFF,
                         exc_info=None if _known(exc) else exc,  # a bug's traceback, once
                     )  # fmt: skip
                 await self._sleep(delay)
                 continue
             if failures:
-                log.info("notifications flow again (after %d failed tries)", failures)
+                log.info("notifications%s flow again (after %d failed tries)", self._from, failures)
                 failures, state, self.trouble = 0, None, None
+
+    @property
+    def _from(self) -> str:
+        return f" from {self.host}" if self.host else ""
 
     async def _pause(self, delay: float) -> None:
         try:
@@ -167,7 +174,7 @@ class NotificationPump:
         text = approval_text(approval, progress=payload.get("progress"), outcome=payload.get("outcome"))
         markup = None
         if approval.get("state") == "pending":
-            markup = approval_keyboard(str(approval["id"]), for_requester=event.get("chat_id") is not None)
+            markup = approval_keyboard(str(approval["id"]), for_requester=event.get("chat_id") is not None, host=self.host)
         existing = (event.get("messages") or {}).get(str(chat))
         if existing is not None:
             if kind == "progress" and not self._edit_due(chat, existing):
