@@ -7,6 +7,7 @@ import contextlib
 import logging
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from audit.signing import KeyFileError, SigningKey, load_signing_key
 from bot.fleet import Fleet
 from bot.handlers import ChatGate, build_router
 from bot.notifications import NotificationPump
+from bot.quiet import Clock, QuietHours, QuietHoursError, parse_timezone
 from bot.ratelimit import RateLimit
 from bot.retry import RetryMiddleware
 from bot.settings import BotSettings
@@ -81,6 +83,7 @@ def check_token(settings: BotSettings) -> str:
 def check(settings: BotSettings) -> tuple[str, SigningKey]:
     """The token and signing key, or a SettingsError saying what to fix."""
     token = check_token(settings)
+    check_quiet_hours(settings)
     try:
         key = load_signing_key(bot_key_path(settings))
     except KeyFileError as exc:
@@ -95,6 +98,18 @@ class Webhook:
     host: str
     port: int
     secret: str
+
+
+def check_quiet_hours(settings: BotSettings) -> QuietHours | None:
+    """``WINGMAN_QUIET_HOURS`` in ``WINGMAN_TIMEZONE`` (None: no quiet hours), or a
+    SettingsError saying what to fix."""
+    try:
+        if not settings.quiet_hours or not settings.quiet_hours.strip():
+            parse_timezone(settings.timezone)  # the bot reads it too: a wrong one is said at start
+            return None
+        return QuietHours.parse(settings.quiet_hours, settings.timezone)
+    except QuietHoursError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def check_webhook(settings: BotSettings) -> Webhook | None:
@@ -174,8 +189,10 @@ class UpdateHandler(SimpleRequestHandler):
 class BotApp:
     """One running bot; ``start`` then ``stop`` (the tests drive it the same way)."""
 
-    def __init__(self, settings: BotSettings) -> None:
+    def __init__(self, settings: BotSettings, *, clock: Clock = time.time) -> None:
+        """``clock`` (seconds since the epoch) places quiet hours; tests move it."""
         token, key = check(settings)
+        quiet = check_quiet_hours(settings)
         self.webhook = check_webhook(settings)
         self.settings = settings
         self.bot = make_bot(token, settings.telegram_api_base)
@@ -187,7 +204,10 @@ class BotApp:
         self.dispatcher.message.middleware(self.rate_limit)
         self.dispatcher.include_router(build_router())
         # One pump per executor: a host that is down delays no other host's notifications.
-        self.pumps = [NotificationPump(self.bot, host.client, settings.chat_id, host=host.name) for host in self.fleet.hosts]
+        self.pumps = [
+            NotificationPump(self.bot, host.client, settings.chat_id, host=host.name, quiet=quiet, clock=clock)
+            for host in self.fleet.hosts
+        ]
         self._tasks: list[asyncio.Task[None]] = []
         self._webhook_server: web.AppRunner | None = None
         self._updates: UpdateHandler | None = None

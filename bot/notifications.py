@@ -6,6 +6,10 @@ bot restart or Telegram errors. Events about one subject (an approval) edit the 
 that already shows it, which the executor remembers for us. Progress edits are thinned
 to about one a second per message; a final state is always shown.
 
+During quiet hours (``WINGMAN_QUIET_HOURS``) informational events wait, unacknowledged,
+and arrive as one message when the window ends; see ``bot.quiet`` for what waits and why
+the outbox is where they wait.
+
 Whatever goes wrong (the executor refuses the bot's key, is restarting, Telegram is down,
 a bug), the pump backs off (1 s doubling to 60 s), logs one line when the trouble changes
 rather than one per try, and carries on.
@@ -24,6 +28,7 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, Teleg
 
 from bot.formatting import approval_text, notice_text
 from bot.handlers import approval_keyboard, send_text
+from bot.quiet import Clock, Held, QuietHours, digest_text
 from executor.client import ExecutorClient, ExecutorUnreachable, OutboxRefused
 
 log = logging.getLogger("wingman.bot")
@@ -82,8 +87,9 @@ class NotificationPump:
     """
 
     def __init__(
-        self, bot: Bot, client: ExecutorClient, team_chat: int | None, *, sleep: Sleep | None = None, host: str | None = None
-    ) -> None:
+        self, bot: Bot, client: ExecutorClient, team_chat: int | None, *, sleep: Sleep | None = None, host: str | None = None,
+        quiet: QuietHours | None = None, clock: Clock = time.time, poll_wait: float = POLL_WAIT,
+    ) -> None:  # fmt: skip
         self.bot = bot
         self.client = client
         self.host = host  # the executor's name, shown when the bot serves many (None: the only one)
@@ -93,6 +99,9 @@ class NotificationPump:
         self._sleep = sleep if sleep is not None else self._pause
         self.idle = True  # waiting on the executor, not half-way through showing a batch
         self.trouble: str | None = None  # what keeps notifications from flowing, in one line
+        self.held = Held(quiet, clock)
+        self._poll_wait = poll_wait
+        self._after = 0  # the last event handled: while holding, polls ask for newer ones only
 
     async def run(self) -> None:
         failures = 0
@@ -100,10 +109,15 @@ class NotificationPump:
         while not self._stopping.is_set():
             try:
                 self.idle = True
-                events = await self.client.poll(wait=POLL_WAIT)
+                # Polls skip held events (and only then: with nothing held, every poll
+                # starts from the beginning, whatever became of the executor's ids).
+                after = self._after if self.held.by_chat else 0
+                events = await self.client.poll(wait=self.held.wait(self._poll_wait), after=after)
                 self.idle = False
                 if events:
                     await self.deliver(events)
+                if self.held.due():
+                    await self.release_held()
             except Exception as exc:  # whatever it is, the pump must outlive it
                 self.idle = True
                 failures += 1
@@ -150,6 +164,10 @@ class NotificationPump:
                     log.warning("notification %s is for the team chat, but WINGMAN_CHAT_ID is not set", event["id"])
                     delivered.append(event["id"])
                     continue
+                if self.held.holds(event, int(chat)):
+                    continue  # acknowledged once the digest that carries it is posted
+                if self.held.due():
+                    await self.release_held()  # what waited goes before anything newer
                 try:
                     created = await self.show(event, int(chat))
                 except (TelegramBadRequest, TelegramForbiddenError) as exc:
@@ -162,6 +180,26 @@ class NotificationPump:
         finally:
             if delivered:
                 await self.client.ack(delivered, posted)
+        self._after = max(self._after, int(events[-1]["id"])) if events else self._after
+
+    async def release_held(self) -> None:
+        """Post what waited for the end of quiet hours: one message per chat carrying every
+        plain notice, oldest first; an event that is more than text (a picture, buttons)
+        is shown as itself right after it. Acknowledged once posted."""
+        for chat, events in list(self.held.by_chat.items()):
+            plain = [e for e in events if _plain(e)]
+            rest = [e for e in events if not _plain(e)]
+            texts = [notice_text(e.get("payload") or {}, str(e.get("kind"))) for e in plain]
+            try:
+                if plain:
+                    await send_text(self.bot, chat, digest_text(self.held.hours, texts, more=len(rest), host=self.host), name="quiet-hours")
+                for event in rest:
+                    await self.show(event, chat)
+            except (TelegramBadRequest, TelegramForbiddenError) as exc:
+                log.error("messages held during quiet hours cannot be shown in chat %s: %s", chat, exc)
+            ids = [int(e["id"]) for e in events]
+            await self.client.ack(ids, [])
+            self.held.release(chat, ids)
 
     async def show(self, event: dict[str, Any], chat: int) -> int | None:
         """Post or edit; returns the id of a message it created, if any."""
@@ -199,6 +237,12 @@ class NotificationPump:
         if wait > 0:
             await asyncio.sleep(wait)  # Telegram limits edits per message; keep to ~1 a second
         self._last_edit[(chat, message_id)] = time.monotonic()
+
+
+def _plain(event: dict[str, Any]) -> bool:
+    """A notice that is only text (and a witness line): it can go into a digest."""
+    payload = event.get("payload") or {}
+    return isinstance(payload, dict) and set(payload) <= {"text", "status", "witness"}
 
 
 def _superseded_progress(events: list[dict[str, Any]]) -> set[int]:

@@ -82,9 +82,13 @@ class ExecutorClient:
         """Sign and send one request for ``user_id`` (None: the client itself)."""
         return await self.send_token(make_token(self._key, user_id=user_id, action=action, args=args, chat=chat))
 
-    async def poll(self, *, wait: float = 25.0, limit: int = 100) -> list[dict[str, Any]]:
-        """The notifications waiting; raises ``OutboxRefused`` when the executor says no."""
-        reply = await self.call(None, "outbox.poll", {"wait": wait, "limit": limit})
+    async def poll(self, *, wait: float = 25.0, limit: int = 100, after: int = 0) -> list[dict[str, Any]]:
+        """The notifications waiting (those with ids above ``after``); raises
+        ``OutboxRefused`` when the executor says no."""
+        args: dict[str, Any] = {"wait": wait, "limit": limit}
+        if after:
+            args["after"] = after
+        reply = await self.call(None, "outbox.poll", args)
         if reply.status != "done":
             raise OutboxRefused(reply.status, reply.reason)
         return list(reply.result.get("notifications", []))

@@ -4,6 +4,11 @@ The executor never talks to Telegram. It writes events here (approval requested 
 decided, progress, results, expiries, scheduled reports); the bot long-polls them over the
 socket, posts them, and acknowledges each only after Telegram accepted it. An event not
 acknowledged is handed out again on the next poll: at least once, in id order.
+
+A poll may ask only for events ``after`` an id: the bot holds some events unacknowledged
+for a while (quiet hours, ``bot.quiet``) and polls past them, so they neither come back
+on every poll nor fill a poll ahead of newer events. Each event carries ``created_at``
+(the executor's clock when it was written).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class Notification:
     kind: str
     ref: str | None
     payload: dict[str, Any]
+    created_at: float
     # Messages already showing ``ref``, by chat id: the bot edits these instead of posting.
     messages: dict[int, int] = field(default_factory=dict)
 
@@ -41,6 +47,7 @@ class Notification:
             "kind": self.kind,
             "ref": self.ref,
             "payload": self.payload,
+            "created_at": self.created_at,
             "messages": {str(chat): message for chat, message in self.messages.items()},
         }
 
@@ -60,22 +67,24 @@ class Outbox:
         self._added.set()
         return int(result.inserted_primary_key[0])
 
-    async def poll(self, *, limit: int = MAX_LIMIT, wait: float = 0.0) -> list[Notification]:
-        """Undelivered events, oldest first; waits up to ``wait`` seconds for one to arrive."""
+    async def poll(self, *, limit: int = MAX_LIMIT, wait: float = 0.0, after: int = 0) -> list[Notification]:
+        """Undelivered events with ids above ``after``, oldest first; waits up to ``wait``
+        seconds for one to arrive."""
         limit = max(1, min(limit, MAX_LIMIT))
         wait = max(0.0, min(wait, MAX_WAIT))
         self._added.clear()
-        found = await self._undelivered(limit)
+        found = await self._undelivered(limit, after)
         if found or wait == 0:
             return found
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._added.wait(), wait)
-        return await self._undelivered(limit)
+        return await self._undelivered(limit, after)
 
-    async def _undelivered(self, limit: int) -> list[Notification]:
+    async def _undelivered(self, limit: int, after: int = 0) -> list[Notification]:
+        columns = notifications.c
         query = (
-            select(notifications.c.id, notifications.c.chat_id, notifications.c.kind, notifications.c.ref, notifications.c.payload)
-            .where(notifications.c.delivered_at.is_(None))
+            select(columns.id, columns.chat_id, columns.kind, columns.ref, columns.payload, columns.created_at)
+            .where(columns.delivered_at.is_(None), columns.id > after)
             .order_by(notifications.c.id)
             .limit(limit)
         )
@@ -88,7 +97,7 @@ class Outbox:
                 for ref, chat_id, message_id in known:
                     shown.setdefault(ref, {})[chat_id] = message_id
         return [
-            Notification(r.id, r.chat_id, r.kind, r.ref, json.loads(r.payload), dict(shown.get(r.ref, {})))
+            Notification(r.id, r.chat_id, r.kind, r.ref, json.loads(r.payload), float(r.created_at), dict(shown.get(r.ref, {})))
             for r in rows
         ]
 

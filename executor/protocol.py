@@ -38,11 +38,12 @@ Request
     ``approval.approve``, ``approval.reject``, ``approval.cancel`` (``args: {"id": …}``;
     an approve also carries ``"code"``, the approver's six-digit one-time code, where the
     approval needs one: without it the answer is 403 with ``result.code_required: true``),
-    ``outbox.poll`` (``args: {"wait": seconds <= 30, "limit": n <= 100}``) and
+    ``outbox.poll`` (``args: {"wait": seconds <= 30, "limit": n <= 100, "after": id}``;
+    ``after``, default 0, skips events up to that id: those the client holds back) and
     ``outbox.ack`` (``args: {"ids": [...], "posted": [{"id", "chat_id", "message_id"}]}``:
     the notifications delivered, and the messages the client created for them). Each
     polled notification is ``{"id", "chat_id" (null: the team chat), "kind", "ref",
-    "payload", "messages": {"<chat id>": <message id>}}``: ``messages`` are the messages
+    "payload", "created_at" (seconds since the epoch), "messages": {"<chat id>": <message id>}}``: ``messages`` are the messages
     already showing ``ref``, to be edited rather than posted again. ``chat`` is the context answers go to:
     ``{"chat_id": int, "message_id": int | null, "private": bool}``. A catalogue
     request's ``args`` and ``chat`` are recorded in the audit log exactly, so they hold no

@@ -519,11 +519,11 @@ class Executor:
 
     async def _outbox_action(self, request: Request, request_id: str) -> Reply:
         if request.action == "outbox.poll":
-            wait, limit = request.args.get("wait", 0), request.args.get("limit", 100)
-            if not _number(wait) or not _whole(limit):
-                return await self._refuse(request, request_id, "bad_request", "args.wait and args.limit must be numbers")
+            wait, limit, after = request.args.get("wait", 0), request.args.get("limit", 100), request.args.get("after", 0)
+            if not _number(wait) or not _whole(limit) or not _whole(after):
+                return await self._refuse(request, request_id, "bad_request", "args.wait, args.limit and args.after must be numbers")
             # Clamped before float(): a whole number too big for a float is still a number.
-            events = await self.outbox.poll(limit=limit, wait=float(max(0, min(wait, MAX_WAIT))))
+            events = await self.outbox.poll(limit=limit, wait=float(max(0, min(wait, MAX_WAIT))), after=max(0, after))
             return Reply("done", f"{len(events)} notifications", request_id, {"notifications": [e.as_json() for e in events]})
         ids, posted = request.args.get("ids"), request.args.get("posted", [])
         if not isinstance(ids, list) or not all(_whole(i) for i in ids):

@@ -48,7 +48,6 @@ class ExecutorSettings(ProcessSettings):
     retention_at: str = setting("03:00", "WINGMAN_RETENTION_AT", "Retention: export old audit entries (signed), then prune old operational rows.", group=JOBS)
     report_at: str = setting("08:00", "WINGMAN_REPORT_AT", "Daily audit report.", group=JOBS)
     weekly_report_day: str = setting("mon", "WINGMAN_WEEKLY_REPORT_DAY", "Day of the weekly report (mon ... sun).", group=JOBS)
-    timezone: str | None = setting(None, "WINGMAN_TIMEZONE", "Time zone of the job times (an IANA name). Default: the host's.", group=JOBS, example="Europe/Berlin")
     retention_audit_days: int = setting(90, "RETENTION_AUDIT_DAYS", "Audit entries older than this move to signed export files.", group=JOBS, ge=1)
     retention_executions_days: int = setting(7, "RETENTION_EXECUTIONS_DAYS", "Successful deploy records (each service's newest five are always kept, for /rollback).", group=JOBS, ge=1)
     retention_failed_days: int = setting(14, "RETENTION_FAILED_DAYS", "Failed or rolled-back deploy records.", group=JOBS, ge=1)

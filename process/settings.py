@@ -71,6 +71,7 @@ class ProcessSettings(BaseSettings):
 
     data_dir: Path = setting(Path("./data"), "WINGMAN_DATA_DIR", "Where Wingman keeps its SQLite database, generated keys and audit files.", group=BOTH)
     socket: Path | None = setting(None, "WINGMAN_SOCKET", "The executor's Unix socket. Default: <WINGMAN_DATA_DIR>/run/executor.sock", group=BOTH, example="/run/wingman/executor.sock")
+    timezone: str | None = setting(None, "WINGMAN_TIMEZONE", "Time zone (an IANA name) of the executor's job times and of the bot's WINGMAN_QUIET_HOURS. Default: the host's.", group=BOTH, example="Europe/Berlin")
 
     @property
     def socket_path(self) -> Path:

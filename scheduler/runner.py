@@ -158,7 +158,9 @@ class Scheduler:
                     actor=ACTOR, action=action, decision=result.status, outcome=result.summary, params=result.params
                 )
             if result.text is not None:
-                payload = {"text": result.text, **({"witness": result.witness} if result.witness else {})}
+                # ``status`` (ok | alert) tells the bot whether the message may wait for the
+                # end of quiet hours: only good news does (``bot.quiet``).
+                payload = {"text": result.text, "status": result.status, **({"witness": result.witness} if result.witness else {})}
                 await ctx.post(action, payload, ctx.clock())
         except asyncio.CancelledError:
             await self._record_cancelled(action)
@@ -187,7 +189,7 @@ class Scheduler:
         except Exception:
             log.exception("could not audit the failure of scheduled job %s", spec.id)
         try:
-            await ctx.post(action_of(spec.id), {"text": text}, ctx.clock())
+            await ctx.post(action_of(spec.id), {"text": text, "status": ERROR}, ctx.clock())
         except Exception:
             log.exception("could not report the failure of scheduled job %s to the chat", spec.id)
 

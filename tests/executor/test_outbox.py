@@ -32,6 +32,18 @@ async def test_an_unacknowledged_event_is_delivered_again_in_order(harness: Harn
     assert await restarted.poll(wait=0) == []
 
 
+async def test_a_poll_after_an_id_skips_the_events_the_bot_holds_back(harness: Harness) -> None:
+    """Quiet hours: the bot leaves some events unacknowledged and polls past them; they
+    are still there for the next poll from the start (a restarted bot)."""
+    ids = [await harness.executor.outbox.add("report", {"n": n}, now=1_000.0 + n) for n in range(4)]
+    bot = harness.client()
+    assert [e["id"] for e in await bot.poll(wait=0, after=ids[1])] == ids[2:]
+    assert [e["created_at"] for e in await bot.poll(wait=0, after=ids[1])] == [1_002.0, 1_003.0]
+    await bot.ack(ids[2:])
+    assert await bot.poll(wait=0, after=ids[1]) == []
+    assert [e["id"] for e in await bot.poll(wait=0)] == ids[:2]
+
+
 async def test_undelivered_events_survive_an_executor_restart(harness: Harness) -> None:
     ids = await produce(harness, 3)
     await harness.restart()
@@ -45,8 +57,8 @@ class WatchedOutbox(Outbox):
         super().__init__(engine)
         self.found_nothing = asyncio.Event()
 
-    async def _undelivered(self, limit: int) -> list[Notification]:
-        found = await super()._undelivered(limit)
+    async def _undelivered(self, limit: int, after: int = 0) -> list[Notification]:
+        found = await super()._undelivered(limit, after)
         if not found:
             self.found_nothing.set()
         return found
@@ -73,7 +85,9 @@ async def test_only_the_bot_itself_reads_the_outbox(harness: Harness) -> None:
 
 async def test_bad_outbox_arguments_are_refused(harness: Harness) -> None:
     client = harness.client()
-    for action, args in (("outbox.poll", {"wait": "soon"}), ("outbox.poll", {"limit": True}), ("outbox.ack", {"ids": "1,2"})):
+    for action, args in (
+        ("outbox.poll", {"wait": "soon"}), ("outbox.poll", {"limit": True}), ("outbox.poll", {"after": "7"}), ("outbox.ack", {"ids": "1,2"}),
+    ):  # fmt: skip
         reply = await client.call(None, action, args)
         assert reply.status == "bad_request", (action, args, reply)
 
