@@ -113,7 +113,28 @@ def approval_text(approval: dict[str, Any], *, progress: dict[str, Any] | None =
 def progress_line(progress: dict[str, Any]) -> str:
     stage = esc(progress.get("stage", "working"))
     elapsed = progress.get("elapsed")
-    return f"… {stage}" + (f" ({int(elapsed)} s)" if isinstance(elapsed, (int, float)) else "")
+    pull = pull_figures(progress) if progress.get("stage") in ("pulling", "pulled") else ""
+    return f"… {stage}{pull}" + (f" ({int(elapsed)} s)" if isinstance(elapsed, (int, float)) else "")
+
+
+def pull_figures(progress: dict[str, Any]) -> str:
+    """``: 1 of 3 layers (1 already here), 4.2 of 12 MB``: how far an image pull has come."""
+    numbers = [progress.get(k) for k in ("layers", "layers_done", "layers_present", "bytes_done", "bytes_total")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+        return ""
+    layers, done, present, got, total = (int(n) for n in numbers)  # type: ignore[arg-type]
+    here = f" ({present} already here)" if present else ""
+    size = f", {human_bytes(got)} of {human_bytes(total)}" if total and got < total else f", {human_bytes(got)}"
+    return f": {done} of {layers} layers{here}{size}"
+
+
+def human_bytes(count: int) -> str:
+    """``0 B``, ``812 kB``, ``1.2 MB``, ``3.40 GB`` (decimal units, as Docker shows them)."""
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if count >= size:
+            value = count / size
+            return f"{value:.2f} {unit}" if unit == "GB" else f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{count} B"
 
 
 def outcome_text(reply: dict[str, Any]) -> str:

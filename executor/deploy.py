@@ -5,8 +5,10 @@ A deploy, step by step (each docker call in the driver's thread pool, never on t
 1. resolving — the image reference is checked (syntax, then the image policy: the same
    repository as the running container unless the image allowlist admits it; see
    :mod:`policy.images`), then found locally or, only when missing, pulled — or, for an
-   approved request, exactly the image it was bound to (:mod:`executor.pinning`). A failed
-   pull is a refusal; nothing is touched.
+   approved request, exactly the image it was bound to (:mod:`executor.pinning`): a
+   registry digest is pulled only now, with progress, and checked against the approved
+   digest (:mod:`executor.pulling`). A failed pull or a wrong digest is a refusal; nothing
+   is touched.
 2. the deployment is recorded (old container's full inspect JSON, both image ids), then
 3. stopping — the old container is stopped with its own StopSignal and StopTimeout and
    renamed aside to ``<name>-wingman-old-<deployment id>`` (kept, not deleted);
@@ -61,6 +63,7 @@ from executor.errors import ActionError, ActionFailed, Refused
 from executor.health_gate import GateVerdict, health_gate
 from executor.pinning import ImagePin, find_pin, named_now, short_digest
 from executor.progress import Progress, emit, no_progress
+from executor.pulling import pull_pinned
 from policy.images import (
     ImageReference,
     ImageReferenceError,
@@ -220,8 +223,8 @@ class Deployer:
                 new_image = await self._resolve(ref)
                 create_ref = ref.text
             else:
-                new_image, create_ref = await self._fetch_pinned(ref, pin)
-                note = await self._tag_moved(ref, pin)
+                new_image, create_ref, pulled = await self._fetch_pinned(ref, pin, progress)
+                note = pulled + await self._tag_moved(ref, pin)
             target = ImageRef(ref.text, str(new_image["Id"]))
             if target.id == old["Image"]:
                 raise Refused(f"{name} already runs {target}; there is nothing to deploy")
@@ -294,20 +297,19 @@ class Deployer:
                 name, old, chosen, action, requested_by, approved_by, progress=progress, limits=limits, started=started
             )
 
-    async def _fetch_pinned(self, ref: ImageReference, pin: ImagePin) -> tuple[dict[str, Any], str]:
-        """The pinned image's inspect (pulled by digest when needed) and the reference to create from."""
+    async def _fetch_pinned(self, ref: ImageReference, pin: ImagePin, progress: Progress) -> tuple[dict[str, Any], str, str]:
+        """The pinned image's inspect, the reference to create from, and a note for the outcome.
+
+        A registry pin is pulled by digest when needed, with progress, and checked against
+        the approved digest before it may be used (:mod:`executor.pulling`).
+        """
         if pin.source == "local":
             found = await self._inspect_image(pin.id)
             if not found:
                 raise Refused(f"the approved image {pin} is no longer on this host; ask again")
-            return found, pin.id
-        by_digest = f"{ref.name}@{pin.id}"
-        found = await self.driver.run(
-            lambda api: _have_or_pull(
-                api, by_digest, lambda: api.pull(by_digest, stream=True, decode=True), f"the approved image {pin} could not be pulled"
-            )
-        )
-        return found, by_digest
+            return found, pin.id, ""
+        pulled = await pull_pinned(self.driver, ref, pin, progress)
+        return pulled.image, pulled.create_ref, pulled.note()
 
     async def _tag_moved(self, ref: ImageReference, pin: ImagePin) -> str:
         """A note for the outcome when ``ref`` no longer names the pinned image; "" when it does or cannot tell."""

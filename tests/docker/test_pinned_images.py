@@ -81,7 +81,7 @@ async def test_a_registry_image_is_bound_by_digest_and_the_approved_digest_runs_
     outcome = await approve(harness, approval)
     assert outcome["approval"]["state"] == "done", outcome
     web = engine.inspect_container(resources.name("web"))
-    assert web["Image"] == images.id("v2") and web["Config"]["Image"] == f"{repository}@{approved_digest}"
+    assert web["Image"] == images.id("v2") and web["Config"]["Image"] == f"{repository}:app@{approved_digest}"
     assert "has moved since the request" in outcome["outcome"]["reason"]
 
 
