@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from tests.docker.engine import free_port
 
@@ -81,7 +82,8 @@ class RegistryProxy:
             if answered is not None:
                 return answered
         assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        # A multidict: the engine sends one Accept header per manifest type it takes.
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP)
         body = await request.read()
         async with self._session.request(
             request.method, f"http://{self.upstream}{request.path_qs}", headers=headers, data=body or None, allow_redirects=False
@@ -90,7 +92,7 @@ class RegistryProxy:
             for key, value in upstream.headers.items():
                 if key.lower() not in _HOP_BY_HOP:
                     # A redirect or upload location names the registry: point it at the proxy instead.
-                    response.headers[key] = value.replace(self.upstream, self.host) if key.lower() == "location" else value
+                    response.headers.add(key, value.replace(self.upstream, self.host) if key.lower() == "location" else value)
             if upstream.headers.get("Content-Length") is not None:
                 response.content_length = int(upstream.headers["Content-Length"])
             await response.prepare(request)
