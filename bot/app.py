@@ -8,6 +8,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,12 @@ from aiogram.types import BotCommand, Update
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 
 from audit.signing import KeyFileError, SigningKey, load_signing_key
-from bot.fleet import Fleet
+from bot.fleet import Fleet, Host
 from bot.handlers import ChatGate, build_router
 from bot.notifications import NotificationPump
 from bot.quiet import Clock, QuietHours, QuietHoursError, parse_timezone
 from bot.ratelimit import RateLimit
+from bot.reports import ReportBoard
 from bot.retry import RetryMiddleware
 from bot.settings import BotSettings
 from process.lifecycle import run_until_signalled
@@ -56,6 +58,7 @@ MENU = [
     BotCommand(command="vm", description="Proxmox VMs: status, start, shutdown, snapshot"),
     BotCommand(command="audit", description="the latest audit entries"),
     BotCommand(command="whoami", description="your id and role"),
+    BotCommand(command="hosts", description="the executors, their versions, whether they answer"),
 ]
 
 
@@ -204,13 +207,28 @@ class BotApp:
         self.dispatcher.message.middleware(self.rate_limit)
         self.dispatcher.include_router(build_router())
         # One pump per executor: a host that is down delays no other host's notifications.
+        reports = ReportBoard(self.fleet.names) if self.fleet.many else None
         self.pumps = [
-            NotificationPump(self.bot, host.client, settings.chat_id, host=host.name, quiet=quiet, clock=clock)
+            NotificationPump(
+                self.bot, host.client, settings.chat_id, host=host.name, quiet=quiet, clock=clock,
+                reports=reports, answered=self._watch(host),
+            )  # fmt: skip
             for host in self.fleet.hosts
         ]
         self._tasks: list[asyncio.Task[None]] = []
         self._webhook_server: web.AppRunner | None = None
         self._updates: UpdateHandler | None = None
+
+    def _watch(self, host: Host) -> Callable[[str | None], None]:
+        """What a pump tells the fleet: whether its host answers (for /status and /hosts)."""
+
+        def told(trouble: str | None) -> None:
+            if trouble is None:
+                self.fleet.answered(host)
+            else:
+                self.fleet.not_answering(host, trouble)
+
+        return told
 
     async def start(self) -> None:
         try:

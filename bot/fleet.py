@@ -49,7 +49,8 @@ class Host:
     @property
     def label(self) -> str:
         """The name the chat shows."""
-        return self.name or self.own_name or "executor"
+        learned = getattr(self.client, "executor_name", None)  # the client learns it before its first request
+        return self.name or self.own_name or learned or "executor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ class Fleet:
         if not sockets:
             raise ValueError("a fleet needs at least one executor")
         self.host_timeout = host_timeout
+        self.request_timeout = request_timeout
         self._clock = clock
         self._hosts: dict[str | None, Host] = {}
         for name, path in sockets.items():
@@ -123,7 +125,7 @@ class Fleet:
         host = self._hosts.get(name)
         if host is None and not self.many:
             only = self.hosts[0]
-            if only.own_name == name:
+            if only.label == name:
                 return only
         return host
 
@@ -156,25 +158,25 @@ class Fleet:
         return reply
 
     async def hello(self, host: Host) -> dict[str, Any]:
-        """``host``'s health answer (name, version); ``ExecutorUnreachable`` when silent."""
-        try:
-            health = await asyncio.wait_for(host.client.hello(), self.host_timeout)
-        except (ExecutorUnreachable, asyncio.TimeoutError) as exc:
-            self.not_answering(host, str(exc) or "no answer in time")
-            raise ExecutorUnreachable(f"{host.label} is not answering") from None
-        self.answered(host)
+        """``host``'s health answer (its own name, its version), unsigned; raises
+        ``ExecutorUnreachable`` when nobody answers. Use it through :meth:`each`."""
+        health = await host.client.hello()
         host.own_name = str(health.get("name") or "") or host.own_name
         host.version = str(health.get("version") or "") or host.version
         return health
 
-    async def each(self, ask: Callable[[Host], Awaitable[T]], hosts: list[Host] | None = None) -> list[Answer[T]]:
-        """``ask`` every host at once; each gets ``host_timeout`` seconds. In host order."""
+    async def each(
+        self, ask: Callable[[Host], Awaitable[T]], hosts: list[Host] | None = None, *, timeout: float | None = None
+    ) -> list[Answer[T]]:
+        """``ask`` every host at once; each gets ``timeout`` (default ``host_timeout``)
+        seconds. In host order."""
+        limit = timeout if timeout is not None else self.host_timeout
 
         async def one(host: Host) -> Answer[T]:
             try:
-                value = await asyncio.wait_for(ask(host), self.host_timeout)
+                value = await asyncio.wait_for(ask(host), limit)
             except asyncio.TimeoutError:
-                return Answer(host, down=self.not_answering(host, f"no answer within {self.host_timeout:g} s"))
+                return Answer(host, down=self.not_answering(host, f"no answer within {limit:g} s"))
             except ExecutorUnreachable as exc:
                 return Answer(host, down=self.not_answering(host, str(exc)))
             except Exception as exc:  # one host's bug must not cost the others their answer
@@ -186,10 +188,16 @@ class Fleet:
         return list(await asyncio.gather(*(one(host) for host in (hosts if hosts is not None else self.hosts))))
 
     async def call_each(
-        self, user_id: int | None, action: str, args: dict[str, Any] | None = None, chat: dict[str, Any] | None = None
+        self,
+        user_id: int | None,
+        action: str,
+        args: dict[str, Any] | None = None,
+        chat: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> list[Answer[Reply]]:
         """The same request, signed for each host, to every host at once."""
-        return await self.each(lambda host: host.client.call(user_id, action, args, chat))
+        return await self.each(lambda host: host.client.call(user_id, action, args, chat), timeout=timeout)
 
     async def close(self) -> None:
         for host in self.hosts:

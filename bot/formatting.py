@@ -8,6 +8,7 @@ with ``&`` renders literally.
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -42,21 +43,34 @@ def _time(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%H:%M UTC")
 
 
-def notice_text(payload: dict[str, Any], kind: str) -> str:
+def on_host(value: object, host: str | None) -> str:
+    """``web@nas`` when the bot serves many hosts (``host`` given), ``web`` otherwise."""
+    return f"{value}@{host}" if host else str(value)
+
+
+def host_header(host: str | None) -> str:
+    """The first line that names the host a notification comes from (none with one host)."""
+    return f"🖥 <b>{esc(host)}</b>\n" if host else ""
+
+
+def notice_text(payload: dict[str, Any], kind: str, host: str | None = None) -> str:
     """A notification's text, escaped; a checkpoint's witness line below it as code, so that
     a tap copies it whole for ``wingman audit verify --witness``."""
-    text = esc(payload.get("text", kind))
+    text = host_header(host) + esc(payload.get("text", kind))
     witness = payload.get("witness")
     if isinstance(witness, str) and witness:
         text += f"\n{code(witness)}\nKeep it: <code>wingman audit verify --witness \"…\"</code> checks the chain against it."
     return text
 
 
-def describe_request(action: str, args: dict[str, Any]) -> str:
-    """``deploy web → nginx:1.27`` in HTML: the action and its arguments, escaped."""
+def describe_request(action: str, args: dict[str, Any], host: str | None = None) -> str:
+    """``deploy web → nginx:1.27`` in HTML: the action and its arguments, escaped
+    (``deploy web@nas → nginx:1.27`` with a host)."""
     words = [f"<b>{esc(action.replace('.', ' '))}</b>"]
     if args.get("target") is not None:
-        words.append(code(args["target"]))
+        words.append(code(on_host(args["target"], host)))
+    elif host:
+        words.append(f"on {code(host)}")
     extra = {k: v for k, v in args.items() if k != "target"}
     pinned = extra.pop("pinned", None)
     if isinstance(pinned, dict):
@@ -81,14 +95,17 @@ def pinned_image(pinned: dict[str, Any]) -> str:
     return f"{code(str(pinned.get('image')) + ' · ' + short_digest(pinned.get('id')))} ({where})"
 
 
-def approval_text(approval: dict[str, Any], *, progress: dict[str, Any] | None = None, outcome: dict[str, Any] | None = None) -> str:
-    """The approval message, re-rendered whole from its state at every change."""
+def approval_text(
+    approval: dict[str, Any], *, progress: dict[str, Any] | None = None, outcome: dict[str, Any] | None = None, host: str | None = None
+) -> str:
+    """The approval message, re-rendered whole from its state at every change (``host``:
+    the executor it is on, when the bot serves many)."""
     needed = approval.get("approvals_needed", 1)
     approved_by = approval.get("approved_by") or []
     state = str(approval.get("state", "pending"))
     lines = [
-        f"🔐 <b>Request {esc(approval.get('id'))}</b> (tier {esc(approval.get('tier'))})",
-        describe_request(str(approval.get("action")), dict(approval.get("args") or {})),
+        f"🔐 <b>Request {esc(on_host(approval.get('id'), host))}</b> (tier {esc(approval.get('tier'))})",
+        describe_request(str(approval.get("action")), dict(approval.get("args") or {}), host),
         f"Requested by {code(approval.get('requester'))}",
     ]
     if state == "pending":
@@ -146,20 +163,105 @@ def outcome_text(reply: dict[str, Any]) -> str:
 # -- command replies ----------------------------------------------------------------------
 
 
-def reply_text(action: str, status: str, reason: str, result: dict[str, Any]) -> str:
-    """The answer to a command, from the executor's reply."""
+def reply_text(action: str, status: str, reason: str, result: dict[str, Any], host: str | None = None) -> str:
+    """The answer to a command, from the executor's reply (``host``: the one that gave it,
+    when the bot serves many)."""
     if action == "approval.approve" and status in ("done", "pending"):
         return f"✅ {esc(reason)}"  # "approval 1 of 2 counted", "approved; running now"
     if status == "pending":
         approval = result.get("approval") or {}
         return (
-            f"⏳ {describe_request(action, dict(approval.get('args') or {}))} needs approval "
-            f"(request {code(approval.get('id'))}); the approvers have been asked."
+            f"⏳ {describe_request(action, dict(approval.get('args') or {}), host)} needs approval "
+            f"(request {code(on_host(approval.get('id'), host))}); the approvers have been asked."
         )
     if status != "done":
         return f"❌ {esc(reason)}"
     render = _RENDERERS.get(action)
+    if action == "pending":
+        return _pending(result, host)
     return render(result) if render is not None else f"✅ {esc(reason)}"
+
+
+# -- one answer from every host -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HostReply:
+    """One host's part of a fan-out: its name and its reply, or the line saying it is down."""
+
+    host: str
+    status: str = ""
+    reason: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+    down: str | None = None  # "not answering (since 14:02 UTC)"
+
+
+def grouped_text(action: str, replies: list[HostReply]) -> str:
+    """Every host's answer in one message, a section per host in the fleet's order."""
+    if action == "whoami":
+        return _whoami_everywhere(replies)
+    if action == "help":
+        return _help_everywhere(replies)
+    sections = []
+    for r in replies:
+        if r.down is not None:
+            sections.append(f"<b>{esc(r.host)}</b>: {esc(r.down)}")
+            continue
+        body = _HOST_RENDERERS.get(action, reply_text)(action, r.status, r.reason, r.result, r.host)
+        sections.append(f"<b>{esc(r.host)}</b>\n{body}")
+    return "\n\n".join(sections)
+
+
+def hosts_text(hosts: list[tuple[str, str | None, dict[str, Any] | None, str | None]]) -> str:
+    """``/hosts``: (label, configured name, health answer or None, not-answering line) each."""
+    lines = ["<b>Executors</b>"]
+    for label, configured, health, down in hosts:
+        if health is None:
+            lines.append(f"<b>{esc(label)}</b>: {esc(down or 'not answering')}")
+            continue
+        parts = [f"<b>{esc(label)}</b>"]
+        if health.get("version"):
+            parts.append(f"version {esc(health['version'])}")
+        parts.append("answering")
+        own = health.get("name")
+        if configured is not None and own and own != configured:
+            parts.append(f"⚠️ but it calls itself {code(own)}: set its WINGMAN_EXECUTOR_NAME={esc(configured)}")
+        lines.append(" · ".join(parts))
+    return "\n".join(lines)
+
+
+def _whoami_everywhere(replies: list[HostReply]) -> str:
+    user = next((r.result.get("user_id") for r in replies if r.result.get("user_id") is not None), None)
+    lines = [f"You are {code('tg:' + str(user))}:" if user is not None else "Who you are on each host:"]
+    for r in replies:
+        if r.down is not None:
+            lines.append(f"<b>{esc(r.host)}</b>: {esc(r.down)}")
+        elif r.status == "done":
+            lines.append(f"<b>{esc(r.host)}</b>: {esc(r.result.get('role') or 'no role')}")
+        else:
+            lines.append(f"<b>{esc(r.host)}</b>: ❌ {esc(r.reason)}")
+    return "\n".join(lines)
+
+
+def _help_everywhere(replies: list[HostReply]) -> str:
+    lines = ["<b>What you may do, host by host</b>", "Name a container on one host as <code>name@host</code>; a name on one host only needs no suffix. /hosts lists the hosts."]
+    for r in replies:
+        if r.down is not None:
+            lines.append(f"\n<b>{esc(r.host)}</b>: {esc(r.down)}")
+        elif r.status != "done":
+            lines.append(f"\n<b>{esc(r.host)}</b>: ❌ {esc(r.reason)}")
+        else:
+            lines.append(f"\n<b>{esc(r.host)}</b>")
+            lines.extend(_command_lines(r.result))
+    lines.append("\n" + esc(limit_line()))
+    return "\n".join(lines)
+
+
+def _status_on(action: str, status: str, reason: str, result: dict[str, Any], host: str | None) -> str:
+    return _status(result) if status == "done" else f"❌ {esc(reason)}"
+
+
+_HOST_RENDERERS: dict[str, Any] = {"status": _status_on}
 
 
 def _whoami(result: dict[str, Any]) -> str:
@@ -168,23 +270,28 @@ def _whoami(result: dict[str, Any]) -> str:
 
 
 def _help(result: dict[str, Any]) -> str:
-    lines = ["<b>What you may do here</b>"]
-    for command in result.get("commands", []):
-        tier = int(command.get("tier", 0))
-        note = " (needs approval)" if tier >= 2 else ""
-        lines.append(f"{code(command.get('usage'))} — {esc(command.get('description'))}{note}")
+    lines = ["<b>What you may do here</b>", *_command_lines(result)]
     lines.append(esc(limit_line()))  # the bot's own rule, not the executor's: it is said here
     return "\n".join(lines)
 
 
-def _pending(result: dict[str, Any]) -> str:
+def _command_lines(result: dict[str, Any]) -> list[str]:
+    lines = []
+    for command in result.get("commands", []):
+        tier = int(command.get("tier", 0))
+        note = " (needs approval)" if tier >= 2 else ""
+        lines.append(f"{code(command.get('usage'))} — {esc(command.get('description'))}{note}")
+    return lines
+
+
+def _pending(result: dict[str, Any], host: str | None = None) -> str:
     approvals = result.get("approvals") or []
     if not approvals:
         return "Nothing is waiting for approval."
     lines = ["<b>Waiting for approval</b>"]
     for a in approvals:
         lines.append(
-            f"{code(a.get('id'))} {describe_request(str(a.get('action')), dict(a.get('args') or {}))} "
+            f"{code(on_host(a.get('id'), host))} {describe_request(str(a.get('action')), dict(a.get('args') or {}), host)} "
             f"by {code(a.get('requester'))}, expires {_time(a.get('expires_at'))}"
         )
     return "\n".join(lines)

@@ -6,6 +6,8 @@ Who may do what, and whether a tap counts, is the executor's word.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiogram import BaseMiddleware, Bot, F, Router
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import (
@@ -27,8 +30,10 @@ from aiogram.types import (
 )
 
 from bot.formatting import as_plain, code, esc, fits, reply_text
-from bot.fleet import Fleet
-from executor.client import ExecutorUnreachable
+from bot.fleet import Fleet, Host
+from bot.formatting import HostReply, grouped_text, host_header, hosts_text, on_host
+from bot.routing import SLOW, Route, UnknownHost, on, route
+from executor.client import ExecutorUnreachable, Reply
 
 log = logging.getLogger("wingman.bot")
 
@@ -36,7 +41,7 @@ UNREACHABLE = "⚠️ The executor is not answering right now; nothing was done.
 # The bot keeps no state: the request a one-time code is for is read back from the prompt
 # the code replies to, so a reply still works after a restart. Anchored at the start, before
 # the approver's name, which a user chooses and could make look like another request's id.
-CODE_PROMPT = re.compile(r"\A🔑 One-time code needed for request ([A-Za-z0-9]{1,32}),")
+CODE_PROMPT = re.compile(r"\A🔑 One-time code needed for request ([A-Za-z0-9]{1,32}(?:@[a-z0-9-]{1,20})?),")
 CODE_USAGE = "Usage: /code <request id> <six digits> — the code your authenticator app shows for Wingman"
 
 
@@ -86,10 +91,33 @@ class Usage(Exception):
 class Parsed:
     action: str
     args: dict[str, Any]
+    host: str | None = None  # named with `name@host`; None: the hosts are asked (see bot.routing)
+
+
+def split_host(word: str) -> tuple[str, str | None]:
+    """``web@nas`` → ``("web", "nas")``; ``web`` → ``("web", None)``."""
+    name, at, host = word.rpartition("@")
+    if not at:
+        return word, None
+    if not name or not host:
+        raise Usage(f"{word!r}: write name@host, e.g. web@nas (/hosts lists the hosts)")
+    return name, host
 
 
 def parse(command: str, text: str | None) -> Parsed:
-    """``/deploy web nginx:1.27`` → ``Parsed("deploy", {"target": "web", "image": "nginx:1.27"})``."""
+    """``/deploy web@nas nginx:1.27`` → ``Parsed("deploy", {"target": "web", "image": "nginx:1.27"}, "nas")``."""
+    parsed = _parse(command, text)
+    for argument in ("target", "id"):
+        value = parsed.args.get(argument)
+        if isinstance(value, str) and "@" in value:
+            name, host = split_host(value)
+            if argument == "target" and parsed.action.startswith("vm."):
+                return Parsed(parsed.action, {**parsed.args, argument: _vmid(name)}, host)
+            return Parsed(parsed.action, {**parsed.args, argument: name}, host)
+    return parsed
+
+
+def _parse(command: str, text: str | None) -> Parsed:
     words = (text or "").split()
 
     def need(count: int, usage: str, optional: int = 0) -> list[str]:
@@ -97,7 +125,7 @@ def parse(command: str, text: str | None) -> Parsed:
             raise Usage(f"Usage: {usage}")
         return words
 
-    if command in ("help", "whoami", "pending", "verify"):
+    if command in ("help", "whoami", "pending", "verify", "hosts"):
         need(0, f"/{command}")
         return Parsed(command, {})
     if command == "start" and not words:
@@ -136,11 +164,13 @@ def parse(command: str, text: str | None) -> Parsed:
 
 
 def code_vote(approval_id: str, digits: str) -> Parsed:
-    """An approval vote carrying the approver's one-time code (spaces inside the code are dropped)."""
+    """An approval vote carrying the approver's one-time code (spaces inside the code are
+    dropped); ``approval_id`` may name its host (``abc123@nas``)."""
     digits = "".join(digits.split())
     if not re.fullmatch(r"[0-9]{6}", digits):
         raise Usage("A one-time code is the six digits your authenticator app shows for Wingman, e.g. 123456.")
-    return Parsed("approval.approve", {"id": approval_id, "code": digits})
+    approval_id, host = split_host(approval_id)
+    return Parsed("approval.approve", {"id": approval_id, "code": digits}, host)
 
 
 def _vmid(word: str) -> int | str:
@@ -165,8 +195,26 @@ def _parse_vm(words: list[str]) -> Parsed:
 
 COMMANDS = (
     "help", "whoami", "status", "pending", "logs", "restart", "start", "stop", "deploy", "rollback",
-    "audit", "verify", "cancel", "code", "vm",
+    "audit", "verify", "cancel", "code", "vm", "hosts",
 )  # fmt: skip
+
+
+class HostChoice(CallbackData, prefix="on"):
+    """A host picked for a command whose target is on several: the command itself is read
+    back from the message the question replies to (the bot keeps no state)."""
+
+    host: str
+
+
+def host_keyboard(hosts: list[Host]) -> InlineKeyboardMarkup:
+    buttons = [InlineKeyboardButton(text=h.label, callback_data=HostChoice(host=h.label).pack()) for h in hosts]
+    return InlineKeyboardMarkup(inline_keyboard=[buttons])
+
+
+def command_of(text: str) -> tuple[str, str]:
+    """``/deploy@wingman_bot web nginx`` → ``("deploy", "web nginx")``."""
+    first, _, rest = text.strip().partition(" ")
+    return first.lstrip("/").partition("@")[0].lower(), rest
 
 
 # -- middlewares --------------------------------------------------------------------------
@@ -238,19 +286,58 @@ def build_router() -> Router:
     async def ask(message: Message, parsed: Parsed, fleet: Fleet, bot: Bot) -> None:
         user = message.from_user
         assert user is not None
-        host = fleet.only
-        if host is None:
-            await message.reply("Name the host: e.g. /status web@home; /hosts lists them.")
+
+        async def answer(text: str, **kwargs: Any) -> Message:
+            name = f"{parsed.action}-{parsed.args.get('target', '')}".strip("-").replace("/", "_")
+            return await send_text(bot, message.chat.id, text, name=name, reply_to=message.message_id, **kwargs)
+
+        if parsed.action == "hosts":
+            await answer(await hosts_answer(fleet, user.id, chat_context(message)))
             return
         try:
-            reply = await fleet.call(host, user.id, parsed.action, parsed.args, chat_context(message))
-        except ExecutorUnreachable as exc:
-            log.error("%s", exc)
-            await message.reply(UNREACHABLE)
+            where = await route(fleet, user.id, parsed.action, parsed.args, parsed.host, chat_context(message))
+        except UnknownHost as exc:
+            await answer(esc(str(exc)))
             return
-        text = reply_text(parsed.action, reply.status, reply.reason, reply.result)
-        name = f"{parsed.action}-{parsed.args.get('target', '')}".strip("-").replace("/", "_")
-        await send_text(bot, message.chat.id, text, name=name, reply_to=message.message_id)
+        if where.refusal is not None:
+            await answer(f"❌ {esc(where.refusal)}")
+            return
+        if where.choices:
+            labels = [h.label for h in where.choices]
+            names = ", ".join(labels[:-1]) + " and " + labels[-1]
+            await answer(f"{code(where.target)} is on {esc(names)}: which one?", reply_markup=host_keyboard(where.choices))
+            return
+        await answer(await run(fleet, user.id, where, chat_context(message)))
+
+    @router.callback_query(HostChoice.filter())
+    async def on_choice(query: CallbackQuery, callback_data: HostChoice, fleet: Fleet, bot: Bot) -> None:
+        """A host picked for a command whose target is on several hosts."""
+        question = query.message
+        original = question.reply_to_message if isinstance(question, Message) else None
+        if original is None or not original.text or original.from_user is None:
+            await query.answer("I cannot read the command this was for; send it again as name@host.", show_alert=True)
+            return
+        if original.from_user.id != query.from_user.id:
+            await query.answer("Only the person who sent the command can choose.", show_alert=True)
+            return
+        host = fleet.get(callback_data.host)
+        if host is None:
+            await query.answer("This bot no longer serves that host.", show_alert=True)
+            return
+        try:
+            parsed = parse(*command_of(original.text))
+        except Usage as exc:
+            await query.answer(str(exc)[:190], show_alert=True)
+            return
+        await query.answer(f"On {host.label}.")
+        assert isinstance(question, Message)
+        with contextlib.suppress(TelegramBadRequest):  # already edited by a quicker second tap
+            await bot.edit_message_text(
+                text=f"{question.html_text} → <b>{esc(host.label)}</b>", chat_id=question.chat.id, message_id=question.message_id
+            )
+        where = Route(parsed.action, parsed.args, [host])
+        text = await run(fleet, query.from_user.id, where, chat_context(original))
+        await send_text(bot, original.chat.id, text, name=parsed.action, reply_to=original.message_id)
 
     @router.callback_query(ApprovalButton.filter())
     async def on_button(query: CallbackQuery, callback_data: ApprovalButton, fleet: Fleet, bot: Bot) -> None:
@@ -260,20 +347,22 @@ def build_router() -> Router:
             return
         chat = {"chat_id": query.message.chat.id if query.message else None, "private": False}
         host = fleet.get(callback_data.host) if callback_data.host else fleet.only
-        if host is None:
-            await query.answer("This button is for an executor this bot no longer serves.", show_alert=True)
+        if host is None:  # a host no longer served, or a button from before there were several
+            await query.answer("This button is for an executor this bot does not serve now; see /pending.", show_alert=True)
             return
         try:
             reply = await fleet.call(host, query.from_user.id, action, {"id": callback_data.id}, chat)
         except ExecutorUnreachable as exc:
             log.error("%s", exc)
-            await query.answer("The executor is not answering; nothing was done. Try again in a minute.", show_alert=True)
+            who = f"{host.label} is" if fleet.many else "The executor is"
+            await query.answer(f"{who} not answering; nothing was done. Try again in a minute.", show_alert=True)
             return
         if reply.status == "denied" and reply.result.get("code_required") and query.message is not None:
             # A vote that needs the approver's one-time code: ask for it, in the chat of the tap.
             await query.answer("This one needs your one-time code: reply to my message with the six digits.")
             await bot.send_message(
-                query.message.chat.id, code_prompt(query.from_user.id, query.from_user.first_name, callback_data.id),
+                query.message.chat.id,
+                code_prompt(query.from_user.id, query.from_user.first_name, on_host(callback_data.id, callback_data.host or None)),
                 reply_markup=ForceReply(selective=True, input_field_placeholder="six digits"),
             )  # fmt: skip
             return
@@ -301,3 +390,42 @@ def _tap_answer(op: str, reason: str) -> str:
     if op == "approve":
         return "Approved: running now." if reason.startswith("approved") else reason[:190]
     return {"reject": "Rejected.", "cancel": "Cancelled."}.get(op, reason[:190])
+
+
+async def run(fleet: Fleet, user_id: int, where: Route, chat: dict[str, Any]) -> str:
+    """Send a routed command to its host (or every host at once) and word the answer."""
+    if where.everywhere:
+        timeout = fleet.request_timeout if where.action in SLOW else None
+        answers = await fleet.call_each(user_id, where.action, where.args, chat, timeout=timeout)
+        replies = [a.value for a in answers if a.value is not None]
+        if replies and all(r.status in ("denied", "refused") for r in replies) and len({r.reason for r in replies}) == 1:
+            return f"❌ {esc(replies[0].reason)}"  # e.g. a stranger: one short refusal, no list of hosts
+        return grouped_text(where.action, [_host_reply(a.host, a.value, a.down.line if a.down else None) for a in answers])
+    [host] = where.hosts
+    label = host.label if fleet.many else None
+    try:
+        reply = await fleet.call(host, user_id, where.action, where.args, chat)
+    except ExecutorUnreachable as exc:
+        log.error("%s", exc)
+        return UNREACHABLE if label is None else f"⚠️ {esc(label)} is not answering right now; nothing was done. Try again in a minute."
+    text = reply_text(where.action, reply.status, reply.reason, reply.result, label)
+    return text if label is None or reply.status == "pending" else host_header(label) + text
+
+
+def _host_reply(host: Host, reply: Reply | None, down: str | None) -> HostReply:
+    if reply is None:
+        return HostReply(host.label, down=down or "not answering")
+    return HostReply(host.label, reply.status, reply.reason, reply.result)
+
+
+async def hosts_answer(fleet: Fleet, user_id: int, chat: dict[str, Any]) -> str:
+    """``/hosts``: each executor, its version, whether it answers. Only for someone one of
+    the hosts knows (each host's ``whoami`` says), so a stranger learns nothing of them."""
+    hellos, whoamis = await asyncio.gather(fleet.each(fleet.hello), fleet.call_each(user_id, "whoami", {}, chat))
+    known = [a for a in whoamis if a.value is not None and a.value.status == "done" and a.value.result.get("role")]
+    if not known:
+        refused = next((a.value for a in whoamis if a.value is not None), None)
+        if refused is None:
+            return UNREACHABLE if not fleet.many else "⚠️ No executor is answering right now; nothing was done. Try again in a minute."
+        return f"❌ {esc(refused.reason)}"
+    return hosts_text([(a.host.label, a.host.name, a.value, a.down.line if a.down else None) for a in hellos])

@@ -29,6 +29,7 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, Teleg
 from bot.formatting import approval_text, notice_text
 from bot.handlers import approval_keyboard, send_text
 from bot.quiet import Clock, Held, QuietHours, digest_text
+from bot.reports import REPORT_KINDS, ReportBoard
 from executor.client import ExecutorClient, ExecutorUnreachable, OutboxRefused
 
 log = logging.getLogger("wingman.bot")
@@ -89,10 +90,13 @@ class NotificationPump:
     def __init__(
         self, bot: Bot, client: ExecutorClient, team_chat: int | None, *, sleep: Sleep | None = None, host: str | None = None,
         quiet: QuietHours | None = None, clock: Clock = time.time, poll_wait: float = POLL_WAIT,
+        reports: ReportBoard | None = None, answered: Callable[[str | None], None] | None = None,
     ) -> None:  # fmt: skip
         self.bot = bot
         self.client = client
         self.host = host  # the executor's name, shown when the bot serves many (None: the only one)
+        self.reports = reports  # with many hosts: one report message for all of them
+        self._answered = answered  # told None when the executor answers a poll, else why not
         self.team_chat = team_chat
         self._last_edit: dict[tuple[int, int], float] = {}
         self._stopping = asyncio.Event()
@@ -112,7 +116,14 @@ class NotificationPump:
                 # Polls skip held events (and only then: with nothing held, every poll
                 # starts from the beginning, whatever became of the executor's ids).
                 after = self._after if self.held.by_chat else 0
-                events = await self.client.poll(wait=self.held.wait(self._poll_wait), after=after)
+                try:
+                    events = await self.client.poll(wait=self.held.wait(self._poll_wait), after=after)
+                except ExecutorUnreachable as exc:
+                    if self._answered is not None:
+                        self._answered(str(exc))
+                    raise
+                if self._answered is not None:
+                    self._answered(None)
                 self.idle = False
                 if events:
                     await self.deliver(events)
@@ -206,10 +217,12 @@ class NotificationPump:
         kind = str(event.get("kind"))
         payload = event.get("payload") or {}
         if "approval" not in payload:
-            text = notice_text(payload, kind)
+            if self.reports is not None and self.host is not None and kind in REPORT_KINDS:
+                return await self.reports.show(self.bot, chat, kind, self.host, notice_text(payload, kind))
+            text = notice_text(payload, kind, self.host)
             return (await send_text(self.bot, chat, text, name=kind)).message_id
         approval = payload["approval"]
-        text = approval_text(approval, progress=payload.get("progress"), outcome=payload.get("outcome"))
+        text = approval_text(approval, progress=payload.get("progress"), outcome=payload.get("outcome"), host=self.host)
         markup = None
         if approval.get("state") == "pending":
             markup = approval_keyboard(str(approval["id"]), for_requester=event.get("chat_id") is not None, host=self.host)
