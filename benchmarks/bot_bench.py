@@ -86,10 +86,12 @@ from aiogram.types import Update  # noqa: E402
 from audit import generate_key_pair, load_signing_key  # noqa: E402
 from bot.app import BotApp  # noqa: E402
 from executor.client import ExecutorClient, Reply  # noqa: E402
-from executor.protocol import make_token  # noqa: E402
+from executor.protocol import audience_for, make_token  # noqa: E402
 from tests.doubles.telegram import DEFAULT_TOKEN, TelegramDouble  # noqa: E402
 from bot.settings import BotSettings  # noqa: E402
 
+EXECUTOR_NAME = "bench"
+AUDIENCE = audience_for(EXECUTOR_NAME)
 TARGET_P95_MS = 5.0
 TARGET_RSS_MB = 80.0
 WARMUP = 100
@@ -169,7 +171,7 @@ async def feed(app: BotApp, client: TimedClient, double: TelegramDouble, user_id
 async def measure_latency(double: TelegramDouble, socket_path: Path, key_path: Path, work: Path, updates: int, profile: bool) -> dict[str, Any]:
     app = BotApp(bot_settings(double, socket_path, key_path, work / "bot-in-process"))
     key = load_signing_key(key_path)
-    client = TimedClient(socket_path, key, timeout=30)
+    client = TimedClient(socket_path, key, executor_name=EXECUTOR_NAME, timeout=30)
     user = FIRST_USER
     try:
         sent_before = len(double.calls_to("sendMessage"))
@@ -193,11 +195,11 @@ async def measure_latency(double: TelegramDouble, socket_path: Path, key_path: P
         # The floor: the signing the handler does, alone, same key and inputs.
         chat = {"chat_id": FIRST_USER, "private": True, "message_id": 1}
         for _ in range(WARMUP):
-            make_token(key, user_id=FIRST_USER, action="whoami", args={}, chat=chat)
+            make_token(key, audience=AUDIENCE, user_id=FIRST_USER, action="whoami", args={}, chat=chat)
         signing = []
         for i in range(updates):
             started = time.perf_counter()
-            make_token(key, user_id=FIRST_USER + i, action="whoami", args={}, chat=chat)
+            make_token(key, audience=AUDIENCE, user_id=FIRST_USER + i, action="whoami", args={}, chat=chat)
             signing.append(time.perf_counter() - started)
 
         # Outside the interval: aiogram's polling turns the response JSON into Update objects.
@@ -472,6 +474,7 @@ async def run(args: argparse.Namespace, work: Path) -> bool:
     env = clean_env()
     executor_env = {
         **env,
+        "WINGMAN_EXECUTOR_NAME": EXECUTOR_NAME,
         "WINGMAN_DATA_DIR": str(work / "executor"),
         "WINGMAN_SOCKET": str(socket_path),
         "WINGMAN_TRUSTED_KEYS": str(pub_path),
@@ -577,7 +580,7 @@ async def run(args: argparse.Namespace, work: Path) -> bool:
         try:
             await profiled.start("executor listening on")
             app = BotApp(bot_settings(double, socket_path, key_path, work / "bot-profile"))
-            client = TimedClient(socket_path, load_signing_key(key_path), timeout=30)
+            client = TimedClient(socket_path, load_signing_key(key_path), executor_name=EXECUTOR_NAME, timeout=30)
             try:
                 for i in range(WARMUP):
                     await feed(app, client, double, FIRST_USER + i)

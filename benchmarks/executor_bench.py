@@ -73,11 +73,13 @@ import aiohttp
 from audit import AuditStore, generate_key_pair, load_signing_key
 from audit.signing import SigningKey
 from executor.client import ExecutorClient
-from executor.protocol import TokenVerifier, make_token
+from executor.protocol import TokenVerifier, audience_for, make_token
 from executor.server import Daemon, serve
 from executor.settings import ExecutorSettings
 
 ADMIN = 1
+EXECUTOR_NAME = "bench"
+AUDIENCE = audience_for(EXECUTOR_NAME)
 WARMUP = 100
 FLOOR_RUNS = 300
 TARGET_P95_MS = 3.0
@@ -108,6 +110,7 @@ def latency_text(latencies: list[float]) -> str:
 def settings_for(work: Path, backend: str, db_url: str | None, key_pub: Path) -> dict[str, Any]:
     home = work / backend
     return {
+        "executor_name": EXECUTOR_NAME,
         "data_dir": str(home / "data"),
         "socket": str(home / "run" / "executor.sock"),
         "trusted_keys": [str(key_pub)],
@@ -202,7 +205,7 @@ async def load(
     def cpu() -> float:
         return cpu_seconds(child.pid) if child is not None else 0.0
 
-    async with ExecutorClient(socket_path, key, timeout=60) as client:
+    async with ExecutorClient(socket_path, key, executor_name=EXECUTOR_NAME, timeout=60) as client:
         for _ in range(WARMUP):
             await timed_call(client)
         before = cpu()
@@ -220,7 +223,7 @@ async def load(
         many = []
         # The load generator shares the machine's cores with the daemon: unless told to sign
         # inline, it signs the phase's tokens first (the bot's signing is bot_bench's figure).
-        tokens = [None if sign_inline else make_token(key, user_id=ADMIN, action="whoami", lifetime=60) for _ in range(concurrent)]
+        tokens = [None if sign_inline else make_token(key, audience=AUDIENCE, user_id=ADMIN, action="whoami", lifetime=60) for _ in range(concurrent)]
         if child is not None and profiling:
             child.send_signal(signal.SIGUSR1)
         before, own_before = cpu(), time.process_time()
@@ -255,12 +258,12 @@ async def load_in_process(config: dict[str, Any], key: SigningKey, sequential: i
 
 async def floor(db_url: str, key: SigningKey, work: Path) -> dict[str, Any]:
     """verify + one durable append, sequentially, in this process; and their parts."""
-    verifier = TokenVerifier({key.kid: key.public})
+    verifier = TokenVerifier({key.kid: key.public}, AUDIENCE)
     store = await AuditStore.open(db_url)
     try:
         for _ in range(20):
             await store.append(actor="system", action="bench.warmup", decision="done")
-        tokens = [make_token(key, user_id=ADMIN, action="whoami") for _ in range(FLOOR_RUNS)]
+        tokens = [make_token(key, audience=AUDIENCE, user_id=ADMIN, action="whoami") for _ in range(FLOOR_RUNS)]
         verify_only, append_only, both = [], [], []
         for token in tokens:
             started = time.perf_counter()
@@ -300,7 +303,7 @@ async def handle_direct(config: dict[str, Any], key: SigningKey) -> tuple[list[f
         assert daemon.executor is not None
         times = []
         for i in range(FLOOR_RUNS + 20):
-            token = make_token(key, user_id=ADMIN, action="whoami")
+            token = make_token(key, audience=AUDIENCE, user_id=ADMIN, action="whoami")
             if i == 20:
                 calls = 0
             started = time.perf_counter()

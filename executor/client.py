@@ -1,6 +1,10 @@
-"""The executor's client: signs each request and sends it over the Unix socket.
+"""The executor's client: signs each request for one executor and sends it over that
+executor's Unix socket (local, or forwarded by OpenSSH).
 
-Used by the bot and the tests; see ``executor.protocol`` for what travels.
+Used by the bot, the ``wingman`` command and the tests; see ``executor.protocol`` for what
+travels. Each token's audience names the executor (``audience_for``): given its name, the
+client signs for it; without one, it asks ``GET /v1/health`` once, before its first signed
+request, and signs for the name the executor gives.
 """
 
 from __future__ import annotations
@@ -12,7 +16,16 @@ from typing import Any
 import aiohttp
 
 from audit.signing import SigningKey
-from executor.protocol import CONTENT_TYPE, IDLE_TIMEOUT, MAX_CONNECTIONS_PER_UID, PATH, make_token
+from executor.protocol import (
+    CONTENT_TYPE,
+    HEALTH_PATH,
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS_PER_UID,
+    PATH,
+    audience_for,
+    executor_name_problem,
+    make_token,
+)
 
 URL_BASE = "http://executor"  # the host is ignored on a Unix socket
 
@@ -41,8 +54,16 @@ class OutboxRefused(Exception):
 
 
 class ExecutorClient:
-    def __init__(self, socket_path: Path, key: SigningKey, *, timeout: float = 60.0) -> None:
+    """One executor's client. ``executor_name``: the executor the tokens are for; None
+    learns it from the executor's health answer before the first signed request."""
+
+    def __init__(
+        self, socket_path: Path, key: SigningKey, *, executor_name: str | None = None, timeout: float = 60.0
+    ) -> None:
+        if executor_name is not None and (problem := executor_name_problem(executor_name)) is not None:
+            raise ValueError(problem)
         self.socket_path = socket_path
+        self.executor_name = executor_name
         self._key = key
         self._session = aiohttp.ClientSession(
             # Within the executor's limits: more connections would be closed on arrival, and an
@@ -52,6 +73,36 @@ class ExecutorClient:
             ),
             timeout=aiohttp.ClientTimeout(total=timeout),
         )
+
+    async def hello(self) -> dict[str, Any]:
+        """The executor's unsigned ``GET /v1/health`` answer (``status``, ``name``,
+        ``version``, ``audit_seq``); raises ``ExecutorUnreachable`` when nobody answers
+        or the answer is not the executor's."""
+        try:
+            async with self._session.get(URL_BASE + HEALTH_PATH) as response:
+                try:
+                    data = await response.json(content_type=None)
+                except ValueError:
+                    data = None
+        except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ExecutorUnreachable(f"the executor at {self.socket_path} is not answering ({exc})") from None
+        except TimeoutError:
+            raise ExecutorUnreachable(f"the executor at {self.socket_path} did not answer in time") from None
+        if response.status != 200 or not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise ExecutorUnreachable(
+                f"what answers at {self.socket_path} is not a Wingman executor of this version (HTTP {response.status})"
+            )
+        return data
+
+    async def audience(self) -> str:
+        """The audience this client's tokens carry; asks the executor its name the first time
+        when none was given."""
+        if self.executor_name is None:
+            name = str((await self.hello())["name"])
+            if (problem := executor_name_problem(name)) is not None:
+                raise ExecutorUnreachable(f"the executor at {self.socket_path} gave a bad name: {problem}")
+            self.executor_name = name
+        return audience_for(self.executor_name)
 
     async def send_token(self, token: str) -> Reply:
         """Send an already-made token (the tests use this to send bad ones)."""
@@ -80,7 +131,10 @@ class ExecutorClient:
         self, user_id: int | None, action: str, args: dict[str, Any] | None = None, chat: dict[str, Any] | None = None
     ) -> Reply:
         """Sign and send one request for ``user_id`` (None: the client itself)."""
-        return await self.send_token(make_token(self._key, user_id=user_id, action=action, args=args, chat=chat))
+        audience = await self.audience()
+        return await self.send_token(
+            make_token(self._key, audience=audience, user_id=user_id, action=action, args=args, chat=chat)
+        )
 
     async def poll(self, *, wait: float = 25.0, limit: int = 100, after: int = 0) -> list[dict[str, Any]]:
         """The notifications waiting (those with ids above ``after``); raises

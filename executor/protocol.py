@@ -22,7 +22,10 @@ Request
       header is refused.
     - claims, all required:
       ``iss`` the client's name, exactly ``"wingman-bot"``;
-      ``aud`` exactly ``"wingman-executor"``;
+      ``aud`` exactly ``"wingman-executor:<name>"``, the name of the one executor the
+      request is for (``WINGMAN_EXECUTOR_NAME``, see ``audience_for``): an executor refuses
+      a token meant for another one, so a request captured for one host cannot be replayed
+      at another (the refusal says which executor it was meant for, and is audited);
       ``iat``, ``nbf``, ``exp`` integer seconds since the epoch, with
       ``0 <= exp - iat <= 60`` (5 s of clock skew are tolerated);
       ``jti`` 32 lower-case hex digits (128 random bits), never used before;
@@ -49,6 +52,11 @@ Request
     request's ``args`` and ``chat`` are recorded in the audit log exactly, so they hold no
     floating-point number (``NaN`` included: send a whole number or text) and only valid
     Unicode (no lone surrogate); such a request is refused ``bad_request``, naming the value.
+
+Health
+    ``GET /v1/health`` needs no token: ``{"status": "ok", "name": "<executor name>",
+    "version": "<package version>", "audit_seq": int}``. A client that does not know the
+    executor's name asks here before its first signed request.
 
 Response
     JSON, always ``{"status": …, "reason": str, "request_id": str | null, "result": {...}}``:
@@ -92,9 +100,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from audit.signing import SigningKey
 
 PATH = "/v1/request"
+HEALTH_PATH = "/v1/health"
 CONTENT_TYPE = "application/jwt"
 ISSUER = "wingman-bot"
-AUDIENCE = "wingman-executor"
+AUDIENCE_PREFIX = "wingman-executor:"
+# An executor's name: what WINGMAN_EXECUTOR_NAME and the bot's WINGMAN_EXECUTORS hold. At
+# most 20 characters: the bot puts it in its buttons' callback data (64 bytes).
+EXECUTOR_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,18}[a-z0-9])?")
+EXECUTOR_NAME_RULE = "1 to 20 lowercase letters, digits and '-', not starting or ending with '-'"
 ALGORITHM = "EdDSA"
 MAX_LIFETIME = 60
 LEEWAY = 5
@@ -123,6 +136,27 @@ STATUS_HTTP = {
     "internal_error": 500,
     "unavailable": 503,
 }
+
+
+def audience_for(name: str) -> str:
+    """The ``aud`` of a token meant for the executor called ``name``."""
+    return AUDIENCE_PREFIX + name
+
+
+def executor_name_problem(name: str) -> str | None:
+    """Why ``name`` is not an executor name (one line), or None when it is one."""
+    if EXECUTOR_NAME.fullmatch(name):
+        return None
+    return f"{name[:70]!r} is not an executor name: use {EXECUTOR_NAME_RULE} (e.g. nas, home-1)"
+
+
+def name_from_host(host: str) -> str:
+    """An executor name made from a host name: its first label, lower-cased, reduced to
+    a-z, 0-9 and ``-``, at most 20 of them (``NAS.local`` -> ``nas``); ``executor`` when
+    nothing is left."""
+    label = host.split(".", 1)[0].lower()
+    reduced = re.sub(r"[^a-z0-9-]", "", label).strip("-")[:20].strip("-")
+    return reduced or "executor"
 
 
 class TokenRejected(Exception):
@@ -154,6 +188,7 @@ class Request:
 def make_token(
     key: SigningKey,
     *,
+    audience: str,
     user_id: int | None,
     action: str,
     args: Mapping[str, Any] | None = None,
@@ -162,11 +197,12 @@ def make_token(
     lifetime: int = 30,
     issuer: str = ISSUER,
 ) -> str:
-    """A signed request token, as the bot makes one."""
+    """A signed request token, as the bot makes one; ``audience`` is ``audience_for(name)``
+    of the executor it is for."""
     issued = int(time.time() if now is None else now)
     claims = {
         "iss": issuer,
-        "aud": AUDIENCE,
+        "aud": audience,
         "iat": issued,
         "nbf": issued,
         "exp": issued + lifetime,
@@ -196,14 +232,28 @@ _PYJWT_REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
     (jwt.InvalidSignatureError, "the signature does not verify"),
     (jwt.ExpiredSignatureError, "the token has expired"),
     (jwt.ImmatureSignatureError, "the token is not valid yet (nbf or iat in the future)"),
-    (jwt.InvalidAudienceError, "the token is for another audience"),
     (jwt.InvalidIssuerError, "the token comes from an unknown issuer"),
     (jwt.InvalidIssuedAtError, "iat, nbf and exp must be whole seconds"),
     (jwt.DecodeError, "the token is not a compact JWS"),
 )
 
 
-def _pyjwt_reason(exc: jwt.PyJWTError, token: str, trusted: Mapping[str, Any]) -> str:
+def _audience_reason(token: str, audience: str) -> str:
+    """Which executor a token PyJWT refused for its audience was meant for. PyJWT checks
+    ``aud`` only after the signature, so the claims read here are signed by a trusted key."""
+    try:
+        aud = jwt.decode(token, options={"verify_signature": False}).get("aud")
+    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
+        aud = None
+    here = audience.removeprefix(AUDIENCE_PREFIX)
+    if isinstance(aud, str) and aud.startswith(AUDIENCE_PREFIX):
+        return f"the token is meant for executor {aud.removeprefix(AUDIENCE_PREFIX)[:64]!r}, not for this one ({here!r})"
+    if aud == "wingman-executor":
+        return f"the token names no executor (audience 'wingman-executor'): upgrade the bot with the executor; this one is {here!r}"
+    return f"the token is for another audience, not for executor {here!r}"
+
+
+def _pyjwt_reason(exc: jwt.PyJWTError, token: str, trusted: Mapping[str, Any], audience: str) -> str:
     """One line for a token PyJWT refused. Its header is read again (by PyJWT) only here,
     on the way out, so an unknown key or a ``crit`` header is named as such whichever key
     PyJWT was given."""
@@ -217,6 +267,8 @@ def _pyjwt_reason(exc: jwt.PyJWTError, token: str, trusted: Mapping[str, Any]) -
         return "a token with a 'crit' header is not accepted"
     if isinstance(exc, jwt.MissingRequiredClaimError):
         return f"the token lacks the required claim {exc.claim!r}"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return _audience_reason(token, audience)
     if isinstance(exc, jwt.InvalidAlgorithmError):
         return f"algorithm {str(header.get('alg'))[:20]!r} is not accepted: only EdDSA"
     if isinstance(exc, jwt.DecodeError) and "must be an integer" in str(exc):
@@ -231,8 +283,8 @@ class TokenVerifier:
     """Checks signature, key, header, claims and lifetime; replay is the caller's next step.
 
     PyJWT parses and verifies the token: the algorithm pinned to EdDSA, the signature with
-    the trusted key the header's ``kid`` names, the required claims, ``aud`` and ``iss``
-    exactly, the times with ``LEEWAY`` of skew. Our own rules only ever add refusals on top
+    the trusted key the header's ``kid`` names, the required claims, ``aud`` (this
+    executor's ``audience``) and ``iss`` exactly, the times with ``LEEWAY`` of skew. Our own rules only ever add refusals on top
     of its verdict: one spelling per token (no padding, no stray bits), no ``crit`` header,
     whole-second times, a lifetime of 0 to ``MAX_LIFETIME`` s counted from ``iat``, and the
     shapes of ``jti``, ``sub`` and ``req``. ``tests/executor/test_verifier.py`` holds the
@@ -244,8 +296,9 @@ class TokenVerifier:
     once instead of twice per request matters (README, Performance).
     """
 
-    def __init__(self, trusted: Mapping[str, Ed25519PublicKey]) -> None:
+    def __init__(self, trusted: Mapping[str, Ed25519PublicKey], audience: str) -> None:
         self._trusted = dict(trusted)
+        self.audience = audience
         self._only = next(iter(self._trusted)) if len(self._trusted) == 1 else None
 
     def verify(self, token: str, now: float) -> Request:
@@ -260,13 +313,13 @@ class TokenVerifier:
                 token,
                 self._trusted[kid],
                 algorithms=[ALGORITHM],  # never taken from the token
-                audience=AUDIENCE,
+                audience=self.audience,
                 issuer=ISSUER,
                 leeway=LEEWAY,
                 options={"require": list(REQUIRED_CLAIMS), "strict_aud": True},
             )
         except jwt.PyJWTError as exc:
-            raise TokenRejected(_pyjwt_reason(exc, token, self._trusted)) from None
+            raise TokenRejected(_pyjwt_reason(exc, token, self._trusted, self.audience)) from None
         except RecursionError:
             raise TokenRejected("the token is nested too deeply") from None
         except (ValueError, TypeError) as exc:  # a refusal whatever PyJWT meets, never a crash

@@ -45,12 +45,13 @@ from executor.metrics import render as render_metrics
 from executor.migrations import MIGRATIONS
 from executor.proxmox import ProxmoxDriver
 from executor.recovery import recover
-from executor.protocol import BODY_TIMEOUT, CONTENT_TYPE, IDLE_TIMEOUT, MAX_BODY, PATH, STATUS_HTTP
+from executor.protocol import BODY_TIMEOUT, CONTENT_TYPE, HEALTH_PATH, IDLE_TIMEOUT, MAX_BODY, PATH, STATUS_HTTP
 from executor.scheduling import build_scheduler
 from executor.service import Executor, Reply
 from executor.settings import ExecutorSettings
 from policy import Policy, PolicyError, container_visible, load_policy_file, vm_visible
 from process.lifecycle import run_until_signalled
+from process.version import VERSION
 from scheduler import ENV_NAMES, ScheduleConfig, ScheduleConfigError, Scheduler
 
 log = logging.getLogger("wingman.executor")
@@ -185,7 +186,7 @@ def build_app(executor: Executor) -> web.Application:
 
     async def health(request: web.Request) -> web.Response:
         head = await executor.audit.head()
-        return web.json_response({"status": "ok", "audit_seq": head.seq})
+        return web.json_response({"status": "ok", "name": executor.name, "version": VERSION, "audit_seq": head.seq})
 
     async def metrics(request: web.Request) -> web.Response:
         text = await render_metrics(executor.requests, executor.audit, executor.approvals.engine, executor.last_verified)
@@ -193,7 +194,7 @@ def build_app(executor: Executor) -> web.Application:
 
     app = web.Application(client_max_size=MAX_BODY, middlewares=[json_errors])
     app.router.add_post(PATH, handle_request)
-    app.router.add_get("/v1/health", health)
+    app.router.add_get(HEALTH_PATH, health)
     app.router.add_get("/v1/metrics", metrics)
     return app
 
@@ -300,6 +301,7 @@ class Daemon:
             audit=self._audit,
             engine=self._engine,
             trusted=trusted,
+            name=settings.name,
             audit_key=audit_key,
             export_path=settings.export_path,
             approval_ttl=settings.approval_ttl_seconds,

@@ -49,7 +49,7 @@ from executor.errors import ActionError, Unavailable
 from executor.proxmox import ProxmoxDriver
 from executor.metrics import LastVerification, RequestCounter
 from executor.outbox import MAX_WAIT, Outbox
-from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier
+from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier, audience_for
 from executor.recordable import audit_params, shown_target, unrecordable
 from executor.replay import Claim, ReplayGuard
 from policy import Policy, Role, Verdict, decide, may_approve, needs_one_time_code, run_time_refusal
@@ -79,6 +79,7 @@ class Executor:
         audit: AuditStore,
         engine: AsyncEngine,
         trusted: dict[str, Ed25519PublicKey],
+        name: str,
         audit_key: SigningKey,
         export_path: Path,
         approval_ttl: float,
@@ -89,6 +90,7 @@ class Executor:
         codes_dir: Path | None = None,
     ) -> None:
         self.policy = policy
+        self.name = name  # tokens must be meant for it (their audience), see executor.protocol
         self.proxmox = proxmox
         self.docker = docker
         self.deployer = deployer
@@ -101,7 +103,7 @@ class Executor:
         self.replay = ReplayGuard(engine)
         self.codes = OneTimeCodes(codes_dir)  # None: nobody is enrolled, no code is right
         self.clock = clock
-        self._verifier = TokenVerifier(trusted)
+        self._verifier = TokenVerifier(trusted, audience_for(name))
         self._approval_ttl = approval_ttl
         self._running: set[asyncio.Task[None]] = set()
         self._claims: dict[str, Claim] = {}  # request id -> its token's claim, until written

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 
+from executor.protocol import executor_name_problem, name_from_host
 from process.settings import CommaList, Flag, PathList, ProcessSettings, UserIds, setting
 
 EXECUTOR, ACCESS = "Executor (wingman executor, and the offline wingman audit commands)", "Executor: who may do what"
@@ -16,6 +18,7 @@ JOBS, DOCKER, PROXMOX = "Executor: scheduled jobs and retention", "Executor: Doc
 class ExecutorSettings(ProcessSettings):
     """Everything ``wingman executor`` (and the offline ``wingman audit`` commands) reads."""
 
+    executor_name: str | None = setting(None, "WINGMAN_EXECUTOR_NAME", "This executor's name: the bot's requests must name it (a token meant for another executor is refused), and the bot's WINGMAN_EXECUTORS lists it under it. 1-20 lowercase letters, digits and '-'. Default: the host name, lower-cased, reduced to those.", group=EXECUTOR, example="nas")
     db_url: str | None = setting(None, "WINGMAN_DB_URL", "Database. Default: SQLite at <WINGMAN_DATA_DIR>/wingman.db; production: postgresql+asyncpg://user:password@host/db", group=EXECUTOR, example="postgresql+asyncpg://wingman:secret@db.example/wingman")
     allowed_uids: UserIds = setting([], "WINGMAN_ALLOWED_UIDS", "Unix uids besides the executor's own that may connect to the socket (e.g. the bot's).", group=EXECUTOR)
     trusted_keys: PathList = setting([], "WINGMAN_TRUSTED_KEYS", "Public keys whose signed requests are accepted, comma-separated; each key's id is its file stem.", group=EXECUTOR, example="./data/keys/bot.pub")
@@ -55,6 +58,21 @@ class ExecutorSettings(ProcessSettings):
     retention_notifications_days: int = setting(30, "RETENTION_NOTIFICATIONS_DAYS", "Delivered notifications.", group=JOBS, ge=1)
     retention_approvals_days: int = setting(30, "RETENTION_APPROVALS_DAYS", "Approvals that ended, with their votes.", group=JOBS, ge=1)
     retention_dry_run: Flag = setting(False, "RETENTION_DRY_RUN", "Only report what retention would do.", group=JOBS)
+
+    @field_validator("executor_name")
+    @classmethod
+    def _valid_name(cls, value: str | None) -> str | None:
+        if not value:  # unset or empty: the host name's
+            return None
+        problem = executor_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @property
+    def name(self) -> str:
+        """This executor's name (``WINGMAN_EXECUTOR_NAME``, else made from the host name)."""
+        return self.executor_name or name_from_host(socket.gethostname())
 
     @property
     def database_url(self) -> str:

@@ -18,10 +18,14 @@ import pytest
 from audit import SigningKey, generate_key_pair, load_signing_key
 from executor import codes
 from executor.client import ExecutorClient
+from executor.protocol import audience_for
 from executor.server import Daemon
 from executor.settings import ExecutorSettings
 
 ADMIN, APPROVER, APPROVER2, OPERATOR, VIEWER, STRANGER = 1, 2, 3, 4, 5, 666
+# The test executor's name (WINGMAN_EXECUTOR_NAME) and the audience of tokens meant for it.
+NAME = "local"
+AUDIENCE = audience_for(NAME)
 
 
 class Harness:
@@ -31,6 +35,7 @@ class Harness:
         self.home = home
         self.bot_key = bot_key
         values: dict[str, Any] = {
+            "executor_name": NAME,
             "data_dir": home / "data",
             "socket": socket_dir / "executor.sock",
             "trusted_keys": [home / "keys" / f"{bot_key.kid}.pub"],
@@ -62,6 +67,16 @@ class Harness:
         return await self.start()
 
     @property
+    def name(self) -> str:
+        """The executor's name (``WINGMAN_EXECUTOR_NAME``)."""
+        return self.settings.name
+
+    @property
+    def audience(self) -> str:
+        """The audience of tokens meant for this executor (for ``make_token``)."""
+        return audience_for(self.settings.name)
+
+    @property
     def executor(self) -> Any:
         assert self.daemon is not None and self.daemon.executor is not None
         return self.daemon.executor
@@ -77,8 +92,12 @@ class Harness:
         secret = path.read_text().strip() if path.exists() else self.enroll(user)
         return pyotp.TOTP(secret).at(time.time() + 30 * steps)
 
-    def client(self, key: SigningKey | None = None) -> ExecutorClient:
-        client = ExecutorClient(self.settings.socket_path, key or self.bot_key, timeout=30)
+    def client(self, key: SigningKey | None = None, *, executor_name: str | None = None) -> ExecutorClient:
+        """A client for this executor; ``executor_name`` (default: the executor's own) is the
+        executor its tokens are signed for."""
+        client = ExecutorClient(
+            self.settings.socket_path, key or self.bot_key, executor_name=executor_name or self.name, timeout=30
+        )
         self._clients.append(client)
         return client
 

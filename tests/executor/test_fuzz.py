@@ -47,9 +47,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from audit import SigningKey, verify_chain
 from executor.client import ExecutorClient, ExecutorUnreachable
-from executor.protocol import AUDIENCE, CONTENT_TYPE, ISSUER, MAX_BODY, PATH, make_token
+from executor.protocol import CONTENT_TYPE, ISSUER, MAX_BODY, PATH, make_token
 from policy import CATALOGUE
-from tests.harness import ADMIN, APPROVER, APPROVER2, OPERATOR, STRANGER, VIEWER, Harness
+from tests.harness import ADMIN, APPROVER, APPROVER2, AUDIENCE, OPERATOR, STRANGER, VIEWER, Harness
 
 # The fuzz needs no Docker: keep the daemon's start-up recovery away from the host's engine
 # (and from the containers of whatever else runs on it).
@@ -355,7 +355,7 @@ class Storm:
         pick = rng.random()
         if pick < 0.4:
             # A real token for someone with no role: even if the type slipped through, 403.
-            body = make_token(self.bot_key, user_id=STRANGER, action="whoami").encode()
+            body = make_token(self.bot_key, audience=AUDIENCE, user_id=STRANGER, action="whoami").encode()
         elif pick < 0.6:
             body = b"--xyz\r\nContent-Disposition: form-data; name=token\r\n\r\nabc\r\n--xyz--\r\n"
         else:
@@ -367,7 +367,7 @@ class Storm:
         action = rng.choice(("whoami", "help", "status", "restart", "deploy", "approval.approve", "outbox.poll"))
         user = None if action.startswith("outbox") else rng.choice(ROLE_IDS)
         args = {"target": "web"} if action in ("restart", "deploy") else {"id": "abc"} if action.startswith("approval") else {}
-        original = make_token(self.bot_key, user_id=user, action=action, args=args).encode()
+        original = make_token(self.bot_key, audience=AUDIENCE, user_id=user, action=action, args=args).encode()
         identity = token_identity(original)
         for _ in range(10):
             body = mutate(rng, original)
@@ -441,7 +441,7 @@ class Storm:
             body = signing_input(json.dumps(header).encode(), payload_json) + rng.choice((b".", b""))
             how = "alg none"
         elif signing < 0.9:
-            donor = make_token(self.bot_key, user_id=STRANGER, action="whoami").encode()
+            donor = make_token(self.bot_key, audience=AUDIENCE, user_id=STRANGER, action="whoami").encode()
             body = signing_input(header_json, payload_json) + b"." + donor.rsplit(b".", 1)[1]
             how = "a signature transplanted from a real token"
         else:
@@ -484,7 +484,7 @@ class Storm:
         pick = rng.random()
         if pick < 0.3:
             # A valid admin token padded with white space the executor would strip: still 413.
-            token = make_token(self.bot_key, user_id=ADMIN, action="whoami").encode()
+            token = make_token(self.bot_key, audience=AUDIENCE, user_id=ADMIN, action="whoami").encode()
             body = token + b" " * (size - len(token))
         elif pick < 0.6:
             body = filler * size
@@ -495,8 +495,8 @@ class Storm:
 
     def boundary_cases(self) -> list[Outcome]:
         """Exactly at the limit is read; one byte more is not."""
-        stranger = make_token(self.bot_key, user_id=STRANGER, action="whoami").encode()
-        admin = make_token(self.bot_key, user_id=ADMIN, action="whoami").encode()
+        stranger = make_token(self.bot_key, audience=AUDIENCE, user_id=STRANGER, action="whoami").encode()
+        admin = make_token(self.bot_key, audience=AUDIENCE, user_id=ADMIN, action="whoami").encode()
         return [
             Outcome("boundary", b"A" * MAX_BODY, content_type=CONTENT_TYPE, expected={401}),
             Outcome("boundary", stranger + b" " * (MAX_BODY - len(stranger)), content_type=CONTENT_TYPE, expected={403}),
@@ -890,7 +890,7 @@ async def test_fuzzed_requests_are_all_refused_and_the_daemon_survives(
 async def test_one_signed_token_is_accepted_once_however_it_is_spelt(harness: Harness) -> None:
     """Trailing '=' and surrounding white space spell the same token: its jti is used up once."""
     client = harness.client()
-    token = make_token(harness.bot_key, user_id=ADMIN, action="whoami")
+    token = make_token(harness.bot_key, audience=AUDIENCE, user_id=ADMIN, action="whoami")
     spellings = [token + "==", f" {token}\n", token]
     codes = [(await client.send_token(spelling)).http_status for spelling in spellings]
     assert codes.count(200) <= 1 and all(code in (200, 401) for code in codes), codes

@@ -27,7 +27,7 @@ from audit import AuditEntry
 from executor.errors import StartupError
 from executor.protocol import make_token
 from executor.server import Daemon, serve
-from tests.harness import ADMIN, Harness
+from tests.harness import ADMIN, AUDIENCE, Harness
 from executor.settings import ExecutorSettings
 
 MakeHarness = Callable[..., Awaitable[Harness]]
@@ -219,7 +219,7 @@ async def test_a_uid_not_allowed_is_refused_before_a_byte_is_read(harness: Harne
     make_traversable(harness)
     os.chmod(path.parent, 0o777)
     os.chmod(path, 0o777)  # the file modes let nobody in: only the peer-uid check is left
-    signed = make_token(harness.bot_key, user_id=ADMIN, action="whoami")
+    signed = make_token(harness.bot_key, audience=AUDIENCE, user_id=ADMIN, action="whoami")
     for body in ("not-a-token", signed):
         result = await connect_as_nobody(as_nobody, path, body)
         assert result["connect"] is None, result  # it did connect

@@ -15,8 +15,8 @@ import pytest
 
 from audit import SigningKey, generate_key_pair, load_signing_key
 from audit.signing import load_public_key
-from executor.protocol import AUDIENCE, ISSUER, make_token
-from tests.harness import ADMIN, Harness
+from executor.protocol import ISSUER, make_token
+from tests.harness import ADMIN, AUDIENCE, Harness
 
 
 def b64(data: bytes) -> str:
@@ -90,7 +90,7 @@ CASES: list[tuple[str, Any, str]] = [
     ("lifetime from iat over the maximum", lambda h, k, s: signed(k, claims(iat=int(time.time()) - 30, nbf=int(time.time()) - 30, exp=int(time.time()) + 31)), "at most 60 s"),
     ("unknown kid", lambda h, k, s: jwt.encode(claims(), k.private, algorithm="EdDSA", headers={"kid": "nobody"}), "unknown key id"),
     ("crit header", lambda h, k, s: signed(k, claims(), crit=["exp"]), "'crit' header"),
-    ("body changed after signing", lambda h, k, s: flip_payload(make_token(k, user_id=ADMIN, action="whoami")), "signature does not verify"),
+    ("body changed after signing", lambda h, k, s: flip_payload(make_token(k, audience=AUDIENCE, user_id=ADMIN, action="whoami")), "signature does not verify"),
     ("not a JWS", lambda h, k, s: "hello.world", "not a compact JWS"),
     ("sub not a Telegram user", lambda h, k, s: signed(k, claims(sub="admin")), "sub must be"),
     ("jti not 128-bit hex", lambda h, k, s: signed(k, claims(jti="1")), "jti must be"),
@@ -112,7 +112,7 @@ async def test_bad_tokens_are_refused_audited_and_run_nothing(
 
 
 async def test_a_replayed_token_is_refused_also_after_a_restart(harness: Harness) -> None:
-    token = make_token(harness.bot_key, user_id=ADMIN, action="whoami")
+    token = make_token(harness.bot_key, audience=AUDIENCE, user_id=ADMIN, action="whoami")
     first = await harness.client().send_token(token)
     assert first.status == "done"
     again = await harness.client().send_token(token)

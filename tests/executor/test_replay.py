@@ -23,7 +23,7 @@ from executor.protocol import make_token
 from executor.replay import FORGET_AFTER_SECONDS, ReplayGuard
 from executor.schema import seen_tokens
 from executor.migrations import MIGRATIONS
-from tests.harness import ADMIN, APPROVER, VIEWER, Harness
+from tests.harness import ADMIN, APPROVER, AUDIENCE, VIEWER, Harness
 
 
 async def seen(harness: Harness) -> dict[str, float]:
@@ -41,16 +41,16 @@ async def test_each_kind_of_request_leaves_its_token_id_on_record(make_harness: 
     harness: Harness = await make_harness(db_url=db_url, policy=tmp_path / "policy.yaml")
     client = harness.client()
     tokens = {
-        "executed": make_token(harness.bot_key, user_id=ADMIN, action="whoami"),
-        "denied": make_token(harness.bot_key, user_id=VIEWER, action="verify"),
-        "waiting for approval": make_token(harness.bot_key, user_id=ADMIN, action="verify"),
-        "outbox poll (not audited)": make_token(harness.bot_key, user_id=None, action="outbox.poll", args={"wait": 0}),
+        "executed": make_token(harness.bot_key, audience=AUDIENCE, user_id=ADMIN, action="whoami"),
+        "denied": make_token(harness.bot_key, audience=AUDIENCE, user_id=VIEWER, action="verify"),
+        "waiting for approval": make_token(harness.bot_key, audience=AUDIENCE, user_id=ADMIN, action="verify"),
+        "outbox poll (not audited)": make_token(harness.bot_key, audience=AUDIENCE, user_id=None, action="outbox.poll", args={"wait": 0}),
     }
     for name, token in tokens.items():
         reply = await client.send_token(token)
         assert reply.http_status in (200, 202, 403), (name, reply)
     approval = (await client.call(ADMIN, "pending")).result["approvals"][0]["id"]
-    vote = make_token(harness.bot_key, user_id=APPROVER, action="approval.reject", args={"id": approval})
+    vote = make_token(harness.bot_key, audience=AUDIENCE, user_id=APPROVER, action="approval.reject", args={"id": approval})
     assert (await client.send_token(vote)).status == "done"
     tokens["approval vote"] = vote
 

@@ -24,11 +24,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from executor.protocol import AUDIENCE, ISSUER, LEEWAY, REQUIRED_CLAIMS, TokenRejected, TokenVerifier
+from executor.protocol import ISSUER, LEEWAY, REQUIRED_CLAIMS, TokenRejected, TokenVerifier, audience_for
 
 TRUSTED = Ed25519PrivateKey.generate()
 OTHER = Ed25519PrivateKey.generate()
 KID = "bot"
+AUDIENCE = audience_for("local")
 # Refusals of ours that PyJWT does not make: our rules on top of RFC 7519's.
 STRICTER = ("whole seconds", "at most 60 s", "expires before it was issued", "jti must be", "sub must be", "req must be", "req.action", "req.args")
 
@@ -59,8 +60,8 @@ def pyjwt_claims(token: str) -> dict[str, Any] | None:
 # One trusted key (PyJWT reads the token once) and two (PyJWT reads the header first to
 # pick the key): the same verdicts either way. The spare key signs nothing here.
 VERIFIERS = {
-    "one key": TokenVerifier({KID: TRUSTED.public_key()}),
-    "two keys": TokenVerifier({KID: TRUSTED.public_key(), "spare": Ed25519PrivateKey.generate().public_key()}),
+    "one key": TokenVerifier({KID: TRUSTED.public_key()}, AUDIENCE),
+    "two keys": TokenVerifier({KID: TRUSTED.public_key(), "spare": Ed25519PrivateKey.generate().public_key()}, AUDIENCE),
 }
 
 
