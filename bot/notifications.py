@@ -28,6 +28,7 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, Teleg
 
 from bot.formatting import approval_text, notice_text
 from bot.handlers import approval_keyboard, send_text
+from bot.pictures import WEEKLY_KIND, send_weekly, weeks_of
 from bot.quiet import Clock, Held, QuietHours, digest_text
 from bot.reports import REPORT_KINDS, ReportBoard
 from executor.client import ExecutorClient, ExecutorUnreachable, OutboxRefused
@@ -216,6 +217,8 @@ class NotificationPump:
         """Post or edit; returns the id of a message it created, if any."""
         kind = str(event.get("kind"))
         payload = event.get("payload") or {}
+        if kind == WEEKLY_KIND and (weeks := weeks_of(payload, self.host)) is not None:
+            return await send_weekly(self.bot, chat, weeks)  # one photo with its caption
         if "approval" not in payload:
             if self.reports is not None and self.host is not None and kind in REPORT_KINDS:
                 return await self.reports.show(self.bot, chat, kind, self.host, notice_text(payload, kind))

@@ -39,7 +39,8 @@ from audit.errors import CheckpointError
 from audit.signing import SigningKey
 from audit.verify import VerifyReport
 from scheduler.config import ScheduleConfig
-from scheduler.reports import APPROVAL_LOOKBACK, ReportCollector, counts, duration, local, render
+from scheduler.reports import APPROVAL_LOOKBACK, ReportCollector, chain_line, counts, duration, local, render
+from scheduler.weekly import WeeklyTally
 from scheduler.runs import ALERT, LOOKBACK, OK, REALERT, history_predates, last_run, verification_overdue
 
 # What the daemon hands the jobs besides its audit store: each a plain callable.
@@ -85,6 +86,7 @@ class JobResult:
     params: dict[str, Any] = field(default_factory=dict)  # figures for the audit entry (no floats)
     then_run: tuple[str, ...] = ()  # job ids to run right after this one
     witness: str | None = None  # a checkpoint line for people to keep: the chat shows it to copy
+    extra: dict[str, Any] = field(default_factory=dict)  # more for the chat's notification (the weekly figures)
 
 
 Job = Callable[[JobContext, datetime], Awaitable[JobResult]]
@@ -338,10 +340,12 @@ async def retention(ctx: JobContext, now: datetime) -> JobResult:
 # -- reports --------------------------------------------------------------------------------
 
 
-async def report(ctx: JobContext, now: datetime, *, days: int, title: str) -> JobResult:
-    """The audit report over the ``days`` before ``now``, streamed from the audit store."""
+async def report(ctx: JobContext, now: datetime, *, days: int, title: str, figures: bool = False) -> JobResult:
+    """The audit report over the ``days`` before ``now``, streamed from the audit store;
+    with ``figures``, also the per-day figures the bot draws (``scheduler.weekly``)."""
     since = now - timedelta(days=days)
     collector = ReportCollector(since, now)
+    tally = WeeklyTally(since, now, ctx.config.tz) if figures else None
     async with ctx.audit.snapshot() as snapshot:
         # Entries are in seq order, and time order but for clock jumps: start at the last
         # entry before the lookback and let the collector check each entry's time.
@@ -353,6 +357,8 @@ async def report(ctx: JobContext, now: datetime, *, days: int, title: str) -> Jo
                 except (TypeError, ValueError):
                     continue  # an edited row: verification reports it, the report skips it
                 collector.add(entry)
+                if tally is not None:
+                    tally.add(entry)
         head_seq = snapshot.head.seq
     result = collector.report(title=title, head_seq=head_seq)
     failed = sum(1 for d in result.deploy_problems if d.decision == "failed")
@@ -365,7 +371,8 @@ async def report(ctx: JobContext, now: datetime, *, days: int, title: str) -> Jo
         "deploys_failed": failed,
     }
     summary = f"{title.lower()} report: {result.entries} entries, {result.refused} refused, {len(result.approvals)} approvals, {failed} failed deploys"
-    return JobResult(OK, summary, render(result, ctx.config.tz), params)
+    extra = {"weekly": tally.figures(result.approvals, chain_line(result, ctx.config.tz))} if tally is not None else {}
+    return JobResult(OK, summary, render(result, ctx.config.tz), params, extra=extra)
 
 
 async def daily_report(ctx: JobContext, now: datetime) -> JobResult:
@@ -373,7 +380,7 @@ async def daily_report(ctx: JobContext, now: datetime) -> JobResult:
 
 
 async def weekly_report(ctx: JobContext, now: datetime) -> JobResult:
-    return await report(ctx, now, days=7, title="Weekly")
+    return await report(ctx, now, days=7, title="Weekly", figures=True)
 
 
 # -- approvals --------------------------------------------------------------------------------

@@ -160,7 +160,10 @@ class Scheduler:
             if result.text is not None:
                 # ``status`` (ok | alert) tells the bot whether the message may wait for the
                 # end of quiet hours: only good news does (``bot.quiet``).
-                payload = {"text": result.text, "status": result.status, **({"witness": result.witness} if result.witness else {})}
+                payload = {
+                    "text": result.text, "status": result.status, **({"witness": result.witness} if result.witness else {}),
+                    **result.extra,
+                }  # fmt: skip
                 await ctx.post(action, payload, ctx.clock())
         except asyncio.CancelledError:
             await self._record_cancelled(action)

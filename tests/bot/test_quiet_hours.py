@@ -260,3 +260,18 @@ async def test_held_messages_survive_a_bot_restart_and_one_down_across_the_end(n
     assert digest.text.index("daily audit report") < digest.text.index("Audit chain intact")
     await night.all_acknowledged()
     assert len(night.shown("daily audit report")) == 1  # inside the digest, once
+
+
+async def test_a_held_weekly_report_follows_the_one_message_as_itself(night: Night) -> None:
+    await night.report("daily-report")
+    await night.report("weekly-report")  # figures, drawn by the bot: no text for a digest
+    await night.request_stop()
+    assert night.shown("audit report") == [] and night.shown("Weekly report") == []
+    night.clock.now = at("07:00") + 1
+    [weekly] = await night.until(lambda: night.shown("Weekly report"), "the weekly report after the window")
+    [digest] = night.shown("Held during quiet hours")
+    assert digest.text.startswith("🌙 Held during quiet hours (23:00–07:00): 2 messages")
+    assert digest.text.endswith("(1 more follows below)") and "daily audit report" in digest.text
+    bot_messages = [m.message_id for m in night.double.chat(TEAM) if m.from_bot]
+    assert bot_messages[-2:] == [digest.message_id, weekly.message_id]
+    await night.all_acknowledged()

@@ -1,0 +1,251 @@
+"""The weekly report as one picture with a short caption, drawn from the executor's figures.
+
+The executor sends figures, not an image (``scheduler.weekly`` documents the shape); the
+bot draws them here. :func:`draw` and :func:`caption` are pure functions of a list of
+:class:`Week` (one per host), so a report that puts several executors side by side is
+the same call with more weeks. The picture has three panels, one column per day:
+requests by outcome (stacked: done, refused, failed, rolled back), deploys and rollbacks
+per host, and the median wait from request to approval. The caption carries the same
+figures in text, for people who read notifications on a watch. A quiet week (no request,
+no deploy, no approval on any host) is said in one line instead of drawn as empty axes.
+
+matplotlib (Agg, through its object API: no pyplot state, no display) is imported inside
+:func:`draw`, the first time a picture is drawn, and drawing runs in a thread: neither
+the bot's idle memory nor its event loop pays for it (``tests/bot/test_pictures.py``
+holds the import to that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from aiogram import Bot
+from aiogram.types import BufferedInputFile
+
+from bot.formatting import esc
+
+log = logging.getLogger("wingman.bot")
+
+WEEKLY_KIND = "scheduler.weekly-report"
+WIDTH, HEIGHT, DPI = 1200, 900, 100  # pixels of the PNG
+CAPTION_LIMIT = 1024  # Telegram's, for a photo's caption
+OUTCOMES = (("done", "done", "#2e7d32"), ("refused", "refused", "#ef6c00"), ("failed", "failed", "#c62828"), ("rolled_back", "rolled back", "#6a1b9a"))
+COUNTS = ("done", "refused", "failed", "rolled_back", "deploys", "rollbacks")
+
+
+@dataclass(frozen=True, slots=True)
+class Day:
+    date: date
+    done: int
+    refused: int
+    failed: int
+    rolled_back: int
+    deploys: int
+    rollbacks: int
+    approval_waits: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Week:
+    """One host's week, as the executor counted it."""
+
+    host: str
+    since: str
+    until: str
+    timezone: str
+    chain: str
+    days: tuple[Day, ...]
+
+    @classmethod
+    def from_json(cls, data: Any, host: str) -> Week:
+        """The figures of ``payload.weekly``; ValueError when they are not that shape."""
+        if not isinstance(data, dict) or not isinstance(data.get("days"), list):
+            raise ValueError("the weekly figures have no list of days")
+        days = []
+        for item in data["days"]:
+            if not isinstance(item, dict):
+                raise ValueError("a day of the weekly figures is not an object")
+            counts = {name: item.get(name, 0) for name in COUNTS}
+            waits = item.get("approval_waits", [])
+            if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in [*counts.values(), *waits]):
+                raise ValueError("a figure of the weekly report is not a count")
+            days.append(Day(date.fromisoformat(str(item.get("date"))), **counts, approval_waits=tuple(waits)))
+        text = {key: str(data.get(key, "")) for key in ("since", "until", "timezone", "chain")}
+        return cls(host=host, days=tuple(sorted(days, key=lambda d: d.date)), **text)
+
+    def total(self, name: str) -> int:
+        return sum(getattr(day, name) for day in self.days)
+
+
+def is_quiet(weeks: Sequence[Week]) -> bool:
+    return all(week.total(name) == 0 for week in weeks for name in COUNTS) and not any(
+        day.approval_waits for week in weeks for day in week.days
+    )
+
+
+def dates(weeks: Sequence[Week]) -> list[date]:
+    return sorted({day.date for week in weeks for day in week.days})
+
+
+def _per_date(weeks: Sequence[Week]) -> dict[date, list[Day]]:
+    found: dict[date, list[Day]] = {d: [] for d in dates(weeks)}
+    for week in weeks:
+        for day in week.days:
+            found[day.date].append(day)
+    return found
+
+
+def median_wait(days: Sequence[Day]) -> float | None:
+    """The median of the approval waits of ``days`` (several hosts' merge exactly), seconds."""
+    waits = [w for day in days for w in day.approval_waits]
+    return float(statistics.median(waits)) if waits else None
+
+
+def duration(seconds: float) -> str:
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes = whole // 60
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def _label(day: date) -> str:
+    return f"{day:%a %d}"
+
+
+def _span(week: Week) -> str:
+    def short(ts: str) -> str:
+        try:
+            return datetime.fromisoformat(ts.replace("Z", "+00:00")).strftime("%m-%d")
+        except ValueError:
+            return ts
+
+    return f"{short(week.since)} → {short(week.until)}" + (f" ({week.timezone})" if week.timezone else "")
+
+
+def headline(weeks: Sequence[Week]) -> str:
+    first = weeks[0]
+    hosts = f" · {', '.join(w.host for w in weeks)}" if len(weeks) > 1 else ""
+    return f"📊 Weekly report · {_span(first)}{hosts}"
+
+
+def caption(weeks: Sequence[Week]) -> str:
+    """The picture's figures in text (HTML, escaped), within Telegram's caption limit."""
+    per_date = _per_date(weeks)
+    totals = {name: sum(w.total(name) for w in weeks) for name in COUNTS}
+    lines = [
+        esc(headline(weeks)),
+        "Requests: " + " · ".join(f"{totals[key]} {label}" for key, label, _ in OUTCOMES),
+        "Per day (done/refused/failed/rolled back): "
+        + " · ".join(f"{_label(d)} {'/'.join(str(sum(getattr(x, k) for x in days)) for k, _, _ in OUTCOMES)}" for d, days in per_date.items()),
+        "Deploys: " + " · ".join(f"{esc(w.host)} {w.total('deploys')}, {w.total('rollbacks')} rolled back" for w in weeks),
+    ]
+    overall = median_wait([day for days in per_date.values() for day in days])
+    if overall is None:
+        lines.append("Median wait for approval: no approvals")
+    else:
+        count = sum(len(day.approval_waits) for days in per_date.values() for day in days)
+        daily = " · ".join(f"{_label(d)} {duration(m)}" for d, days in per_date.items() if (m := median_wait(days)) is not None)
+        lines.append(f"Median wait for approval: {duration(overall)} ({count} approvals; {daily})")
+    for week in weeks:
+        if week.chain:
+            lines.append(esc(week.chain if len(weeks) == 1 else f"{week.host}: {week.chain}"))
+    text = "\n".join(lines)
+    return text if len(text) <= CAPTION_LIMIT else text[: CAPTION_LIMIT - 1].rsplit("\n", 1)[0] + "\n…"
+
+
+def quiet_text(weeks: Sequence[Week]) -> str:
+    lines = [esc(headline(weeks)), "A quiet week: no requests, no deploys, no approvals."]
+    lines += [esc(w.chain if len(weeks) == 1 else f"{w.host}: {w.chain}") for w in weeks if w.chain]
+    return "\n".join(lines)
+
+
+def draw(weeks: Sequence[Week]) -> bytes:
+    """The week as a PNG of ``WIDTH`` × ``HEIGHT`` pixels. Imports matplotlib (Agg) the first
+    time; CPU-bound: call it in a thread."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    per_date = _per_date(weeks)
+    days = list(per_date)
+    xs = list(range(len(days)))
+    labels = [_label(d) for d in days]
+    figure = Figure(figsize=(WIDTH / DPI, HEIGHT / DPI), dpi=DPI)
+    FigureCanvasAgg(figure)
+    requests, deploys, waits = figure.subplots(3, 1, sharex=True)
+    figure.suptitle(headline(weeks).removeprefix("📊 "), fontsize=14)
+
+    bottom = [0] * len(days)
+    for key, label, colour in OUTCOMES:
+        heights = [sum(getattr(day, key) for day in per_date[d]) for d in days]
+        requests.bar(xs, heights, bottom=bottom, label=label, color=colour)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    requests.set_ylabel("requests")
+    requests.set_ylim(0, max(1, *bottom) * 1.3)  # room for the legend above the bars
+    requests.legend(loc="upper left", fontsize=9, ncols=4)
+
+    width = 0.8 / (2 * len(weeks))
+    highest = 0
+    for n, week in enumerate(weeks):
+        by_date = {day.date: day for day in week.days}
+        offset = -0.4 + width * (2 * n + 0.5)
+        colour = f"C{n % 10}"
+        ran = [by_date[d].deploys if d in by_date else 0 for d in days]
+        back = [by_date[d].rollbacks if d in by_date else 0 for d in days]
+        deploys.bar([x + offset for x in xs], ran, width, label=f"{week.host} deploys", color=colour)
+        deploys.bar(
+            [x + offset + width for x in xs], back, width, label=f"{week.host} rollbacks", color=colour, hatch="//", alpha=0.5,
+        )  # fmt: skip
+        highest = max(highest, *ran, *back)
+    deploys.set_ylim(0, max(1, highest) * 1.3)
+    deploys.set_ylabel("deploys, rollbacks")
+    deploys.legend(loc="upper left", fontsize=9, ncols=2)
+
+    medians = [median_wait(per_date[d]) for d in days]
+    shown = [(x, m / 60) for x, m in zip(xs, medians) if m is not None]
+    if shown:
+        bars = waits.bar([x for x, _ in shown], [m for _, m in shown], 0.5, color="#1565c0")
+        waits.bar_label(bars, [duration(m * 60) for _, m in shown], fontsize=9)
+        waits.set_ylim(0, max(m for _, m in shown) * 1.25)
+    else:
+        waits.text(0.5, 0.5, "no approvals", transform=waits.transAxes, ha="center", va="center", color="grey")
+    waits.set_ylabel("median wait for\napproval (minutes)")
+    for axes in (requests, deploys):
+        axes.yaxis.get_major_locator().set_params(integer=True)
+    waits.set_xticks(xs, labels)
+    figure.tight_layout()
+    out = io.BytesIO()
+    figure.savefig(out, format="png", dpi=DPI)
+    return out.getvalue()
+
+
+async def send_weekly(bot: Bot, chat: int, weeks: Sequence[Week]) -> int:
+    """Post the week: one photo with its caption, or one line for a quiet week; the
+    message id."""
+    if is_quiet(weeks):
+        return (await bot.send_message(chat, quiet_text(weeks))).message_id
+    png = await asyncio.to_thread(draw, weeks)
+    photo = BufferedInputFile(png, filename="wingman-weekly-report.png")
+    return (await bot.send_photo(chat, photo, caption=caption(weeks))).message_id
+
+
+def weeks_of(payload: dict[str, Any], host: str | None) -> list[Week] | None:
+    """The weeks a weekly report's payload carries (None: none, or not readable: the
+    caller shows the text instead, and says why in the log)."""
+    if "weekly" not in payload:
+        return None
+    try:
+        return [Week.from_json(payload["weekly"], host or "this host")]
+    except (ValueError, TypeError) as exc:
+        log.error("the weekly report's figures cannot be drawn (%s); posting its text", exc)
+        return None
