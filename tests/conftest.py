@@ -6,11 +6,11 @@ drop their own databases, e.g. ``postgresql+asyncpg://wingman:wingman@127.0.0.1/
 a missing service fails the run instead.
 
 The fast inner loop is ``pytest -m "not slow"``: every test that needs the Docker engine
-(anything under tests/docker/, or using the engine, images, resources or registry fixtures)
+(anything under tests/docker/, or using the engine, images, resources, registry or second-engine fixtures)
 or a PostgreSQL database (``pg_url``, or ``db_url``'s PostgreSQL case) is marked ``slow``
 here, without a mark of its own, and so is a new one; so is every hypothesis property
-test (hundreds of examples each), and so are the files and tests in ``SLOW`` (they start
-daemons, the wingman command or fresh interpreters, or feed big inputs).
+test (hundreds of examples each), every test using ``sshd``, and so are the files and tests
+in ``SLOW`` (they start daemons, the wingman command or fresh interpreters, or feed big inputs).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def service_missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-DOCKER_FIXTURES = frozenset({"engine", "images", "resources", "registry"})
+DOCKER_FIXTURES = frozenset({"engine", "images", "resources", "registry", "second_engine", "second_resources"})
 TESTS = Path(__file__).parent
 DOCKER_TESTS = TESTS / "docker"
 
@@ -68,6 +68,13 @@ def _needs_postgres(item: pytest.Item) -> bool:
     return "pg_url" in fixtures or (callspec is not None and callspec.params.get("backend") == "postgresql")
 
 
+PROCESS_FIXTURES = frozenset({"sshd"})  # they start daemons
+
+
+def _starts_processes(item: pytest.Item) -> bool:
+    return not PROCESS_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
 def _needs_docker(item: pytest.Item) -> bool:
     return DOCKER_TESTS in item.path.parents or not DOCKER_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
 
@@ -78,7 +85,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if _needs_postgres(item):
             item.add_marker(pytest.mark.postgres)
             item.add_marker(pytest.mark.slow)
-        elif _needs_docker(item) or _listed_slow(item) or hasattr(getattr(item, "obj", None), "hypothesis"):
+        elif _needs_docker(item) or _starts_processes(item) or _listed_slow(item) or hasattr(getattr(item, "obj", None), "hypothesis"):
             item.add_marker(pytest.mark.slow)
 
 
@@ -159,5 +166,7 @@ def trusted(audit_key: SigningKey) -> dict[str, object]:
 # Shared fixtures of the whole suite, defined beside what they serve (imported last: those
 # modules use service_missing above).
 from tests.docker.engine import engine, images, resources  # noqa: E402,F401
+from tests.docker.engines import second_engine, second_resources  # noqa: E402,F401
 from tests.docker.registry import registry  # noqa: E402,F401
 from tests.harness import bot_key, harness, make_harness, socket_dir  # noqa: E402,F401
+from tests.ssh import sshd  # noqa: E402,F401
