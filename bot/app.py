@@ -29,6 +29,7 @@ from audit.signing import KeyFileError, SigningKey, load_signing_key
 from bot.fleet import Fleet, Host
 from bot.handlers import ChatGate, build_router
 from bot.notifications import NotificationPump
+from bot.pictures import PictureBoard
 from bot.quiet import Clock, QuietHours, QuietHoursError, parse_timezone
 from bot.ratelimit import RateLimit
 from bot.reports import ReportBoard
@@ -208,10 +209,11 @@ class BotApp:
         self.dispatcher.include_router(build_router())
         # One pump per executor: a host that is down delays no other host's notifications.
         reports = ReportBoard(self.fleet.names) if self.fleet.many else None
+        pictures = PictureBoard(self.fleet.names) if self.fleet.many else None
         self.pumps = [
             NotificationPump(
                 self.bot, host.client, settings.chat_id, host=host.name, quiet=quiet, clock=clock,
-                reports=reports, answered=self._watch(host),
+                reports=reports, answered=self._watch(host), pictures=pictures,
             )  # fmt: skip
             for host in self.fleet.hosts
         ]

@@ -28,7 +28,7 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, Teleg
 
 from bot.formatting import approval_text, notice_text
 from bot.handlers import approval_keyboard, send_text
-from bot.pictures import WEEKLY_KIND, send_weekly, weeks_of
+from bot.pictures import WEEKLY_KIND, PictureBoard, send_weekly, weeks_of
 from bot.quiet import Clock, Held, QuietHours, digest_text
 from bot.reports import REPORT_KINDS, ReportBoard
 from executor.client import ExecutorClient, ExecutorUnreachable, OutboxRefused
@@ -92,11 +92,13 @@ class NotificationPump:
         self, bot: Bot, client: ExecutorClient, team_chat: int | None, *, sleep: Sleep | None = None, host: str | None = None,
         quiet: QuietHours | None = None, clock: Clock = time.time, poll_wait: float = POLL_WAIT,
         reports: ReportBoard | None = None, answered: Callable[[str | None], None] | None = None,
+        pictures: PictureBoard | None = None,
     ) -> None:  # fmt: skip
         self.bot = bot
         self.client = client
         self.host = host  # the executor's name, shown when the bot serves many (None: the only one)
         self.reports = reports  # with many hosts: one report message for all of them
+        self.pictures = pictures  # with many hosts: one weekly picture for all of them
         self._answered = answered  # told None when the executor answers a poll, else why not
         self.team_chat = team_chat
         self._last_edit: dict[tuple[int, int], float] = {}
@@ -218,6 +220,8 @@ class NotificationPump:
         kind = str(event.get("kind"))
         payload = event.get("payload") or {}
         if kind == WEEKLY_KIND and (weeks := weeks_of(payload, self.host)) is not None:
+            if self.pictures is not None:
+                return await self.pictures.show(self.bot, chat, weeks[0])  # the hosts' weeks in one picture
             return await send_weekly(self.bot, chat, weeks)  # one photo with its caption
         if "approval" not in payload:
             if self.reports is not None and self.host is not None and kind in REPORT_KINDS:

@@ -3,7 +3,10 @@
 The executor sends figures, not an image (``scheduler.weekly`` documents the shape); the
 bot draws them here. :func:`draw` and :func:`caption` are pure functions of a list of
 :class:`Week` (one per host), so a report that puts several executors side by side is
-the same call with more weeks. The picture has three panels, one column per day:
+the same call with more weeks. With many executors, :class:`PictureBoard` keeps
+one weekly message for all of them (as ``bot.reports`` does for text): the first host's
+week posts it, each later host's week redraws it with every host so far and replaces
+the photo and caption in place (``editMessageMedia``). The picture has three panels, one column per day:
 requests by outcome (stacked: done, refused, failed, rolled back), deploys and rollbacks
 per host, and the median wait from request to approval. The caption carries the same
 figures in text, for people who read notifications on a watch. A quiet week (no request,
@@ -21,15 +24,18 @@ import asyncio
 import io
 import logging
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
 from aiogram import Bot
-from aiogram.types import BufferedInputFile
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.types import BufferedInputFile, InputMediaPhoto
 
 from bot.formatting import esc
+from bot.reports import PERIOD
 
 log = logging.getLogger("wingman.bot")
 
@@ -249,3 +255,64 @@ def weeks_of(payload: dict[str, Any], host: str | None) -> list[Week] | None:
     except (ValueError, TypeError) as exc:
         log.error("the weekly report's figures cannot be drawn (%s); posting its text", exc)
         return None
+
+
+@dataclass
+class Sheet:
+    """The open weekly message: where it is, when it was posted, whose weeks it shows."""
+
+    message_id: int
+    posted: float
+    photo: bool  # a picture (False: the one line of a quiet week)
+    weeks: dict[str, Week] = field(default_factory=dict)
+
+
+class PictureBoard:
+    """One weekly report message for every host, per chat, shared by the hosts' pumps.
+
+    A host's week joins the open message when that is less than ``PERIOD`` old and has no
+    week from that host yet; otherwise it starts a new one. A week that turns a quiet
+    message into one with figures (a line cannot become a photo) posts the whole picture
+    anew. Kept in memory only: after a bot restart, later hosts start a new message.
+    """
+
+    def __init__(self, hosts: list[str], *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.hosts = hosts
+        self._clock = clock
+        self._sheets: dict[int, Sheet] = {}
+        self._lock = asyncio.Lock()  # two hosts' pumps may show their weeks at the same moment
+
+    def ordered(self, weeks: dict[str, Week]) -> list[Week]:
+        return [weeks[h] for h in self.hosts if h in weeks] + [w for h, w in weeks.items() if h not in self.hosts]
+
+    async def show(self, bot: Bot, chat: int, week: Week) -> int | None:
+        """Show ``week``; the id of a message it posted (None when it edited the open one)."""
+        async with self._lock:
+            sheet = self._sheets.get(chat)
+            if sheet is not None and week.host not in sheet.weeks and self._clock() - sheet.posted < PERIOD:
+                weeks = {**sheet.weeks, week.host: week}
+                shown = self.ordered(weeks)
+                quiet = is_quiet(shown)
+                try:
+                    if quiet and not sheet.photo:
+                        await bot.edit_message_text(text=quiet_text(shown), chat_id=chat, message_id=sheet.message_id)
+                        sheet.weeks = weeks
+                        return None
+                    if not quiet and sheet.photo:
+                        png = await asyncio.to_thread(draw, shown)
+                        media = InputMediaPhoto(media=BufferedInputFile(png, filename="wingman-weekly-report.png"), caption=caption(shown))
+                        await bot.edit_message_media(media=media, chat_id=chat, message_id=sheet.message_id)
+                        sheet.weeks = weeks
+                        return None
+                except TelegramBadRequest as exc:
+                    if "not modified" in str(exc):
+                        sheet.weeks = weeks
+                        return None
+                    log.info("the weekly report message %s cannot be edited (%s); posting anew", sheet.message_id, exc)
+                shown_weeks = weeks  # a quiet line turned into figures, or not editable: post them all
+            else:
+                shown_weeks = {week.host: week}
+            shown = self.ordered(shown_weeks)
+            message_id = await send_weekly(bot, chat, shown)
+            self._sheets[chat] = Sheet(message_id, self._clock(), not is_quiet(shown), shown_weeks)
+            return message_id

@@ -143,3 +143,48 @@ async def test_a_quiet_week_arrives_as_one_line_not_a_picture(make_world: Callab
     message = await weekly_message(world)
     assert message.kind == "text"
     assert "A quiet week: no requests, no deploys, no approvals." in message.text
+
+
+async def test_many_hosts_share_one_weekly_picture_edited_in_place(
+    make_harness: Callable[..., Awaitable[Any]], tmp_path: Path, socket_dir: Path
+) -> None:
+    from bot.app import BotApp
+    from bot.settings import BotSettings
+    from tests.doubles.telegram import DEFAULT_TOKEN, TelegramDouble
+
+    no_docker = "unix:///nonexistent/docker.sock"
+    home = await make_harness(executor_name="home", docker_host=no_docker)
+    nas = await make_harness(executor_name="nas", data_dir=tmp_path / "nas-data", socket=socket_dir / "nas.sock", docker_host=no_docker)
+    await home.executor.audit.append(actor="tg:4", action="status", decision="executed", target="web")
+    await home.executor.audit.append(
+        actor="tg:4", action="deploy", decision="failed", target="web",
+        outcome="deploy of web to app:3 failed: unhealthy; rolled back to app:2, running",
+    )  # fmt: skip
+    await nas.executor.audit.append(actor="tg:4", action="deploy", decision="executed", target="db")
+    double = await TelegramDouble(DEFAULT_TOKEN).start()
+    double.add_chat(TEAM, chat_type="supergroup", title="ops")
+    settings = BotSettings(
+        _env_file=None, telegram_bot_token=double.token, telegram_api_base=double.base_url, chat_id=TEAM,
+        bot_key=home.home / "keys" / "bot.key", executors=f"home={home.settings.socket_path},nas={nas.settings.socket_path}",
+    )  # fmt: skip
+    app = BotApp(settings)
+    await app.start()
+    try:
+        weekly = lambda: [m for m in double.chat(TEAM) if m.from_bot and "Weekly report" in m.text]  # noqa: E731
+        assert await home.daemon.scheduler.run_job("weekly-report") is not None
+        [first] = await double.wait_for(weekly, timeout=60, what="home's weekly picture")
+        assert first.kind == "photo" and "Deploys: home 1, 1 rolled back" in first.text
+        assert await nas.daemon.scheduler.run_job("weekly-report") is not None
+        both = await double.wait_for(
+            lambda: next((m for m in weekly() if "nas" in m.text), None), timeout=60, what="the picture with both hosts"
+        )
+        assert [m.message_id for m in weekly()] == [first.message_id]  # one message, edited
+        assert both.message_id == first.message_id and len(both.history) == 1
+        lines = both.text.splitlines()
+        assert lines[0].endswith(" · home, nas")
+        assert lines[1] == "Requests: 2 done · 0 refused · 0 failed · 1 rolled back"
+        assert lines[3] == "Deploys: home 1, 1 rolled back · nas 1, 0 rolled back"
+        assert both.file is not None and decoded(both.file.data) == (WIDTH, HEIGHT)
+    finally:
+        await app.stop()
+        await double.close()

@@ -318,6 +318,23 @@ async def test_send_photo_reads_the_image_size(bot: Bot, double: TelegramDouble)
         await bot.send_photo(ALICE, BufferedInputFile(b"not an image", "chart.png"))
 
 
+async def test_edit_message_media_replaces_a_photo_and_its_caption(bot: Bot, double: TelegramDouble) -> None:
+    from aiogram.types import InputMediaPhoto
+
+    sent = await bot.send_photo(ALICE, BufferedInputFile(png(3, 2), "week.png"), caption="home")
+    edited = await bot.edit_message_media(
+        media=InputMediaPhoto(media=BufferedInputFile(png(4, 5), "week.png"), caption="<b>home, nas</b>", parse_mode="HTML"),
+        chat_id=ALICE, message_id=sent.message_id,
+    )  # fmt: skip
+    assert not isinstance(edited, bool) and edited.photo is not None and (edited.photo[-1].width, edited.photo[-1].height) == (4, 5)
+    assert edited.caption == "home, nas"
+    [stored] = [m for m in double.chat(ALICE) if m.message_id == sent.message_id]
+    assert stored.file is not None and stored.file.data == png(4, 5) and [v.text for v in stored.history] == ["home"]
+    text = await bot.send_message(ALICE, "no picture here")
+    with pytest.raises(TelegramBadRequest, match="there is no media in the message to edit"):
+        await bot.edit_message_media(media=InputMediaPhoto(media=BufferedInputFile(png(1, 1), "x.png")), chat_id=ALICE, message_id=text.message_id)
+
+
 # -- fault injection --------------------------------------------------------------------------
 
 
