@@ -47,6 +47,7 @@ SLOW = {
     "bot/test_lazy_types.py": "builds every aiogram type in fresh interpreters",
     "bot/test_lifecycle.py": "starts the bot as a process",
     "deploy/test_compose.py": "runs docker compose",
+    "deploy/test_forwarding.py": "starts sshd and ssh",
     "executor/test_big_verify.py": "verifies a big chain",
     "executor/test_codes.py::test_wingman_approvers_enroll": "runs the wingman command",
     "executor/test_connections.py": "clients in child processes, connections held open for seconds",

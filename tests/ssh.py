@@ -163,10 +163,11 @@ def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "wingman-test", "-f", str(path)], check=True)
 
 
-def start_sshd(*, key_options: str = "restrict,port-forwarding", config: str = "") -> Sshd:
+def start_sshd(*, key_options: str = "restrict,port-forwarding", config: str = "", match: str = "") -> Sshd:
     """Start sshd on a free port of 127.0.0.1; raises ``RuntimeError`` saying why not.
     ``key_options`` go before the client key in authorized_keys (``restrict,...``);
-    ``config`` lines are added to sshd_config (the first value of a keyword wins)."""
+    ``config`` lines are put first in sshd_config (the first value of a keyword wins);
+    ``match`` (``Match`` blocks) goes last."""
     if not (os.path.exists(SSHD) and shutil.which("ssh") and shutil.which("ssh-keygen")):
         raise RuntimeError("OpenSSH is not installed (Debian: openssh-server and openssh-client, see .ci/run)")
     if os.geteuid() != 0:
@@ -200,6 +201,7 @@ StreamLocalBindUnlink yes
 ClientAliveInterval 5
 LogLevel VERBOSE
 """
+        + match
     )
     log = (root / "sshd.log").open("ab")
     try:

@@ -17,6 +17,9 @@ from tests.conftest import service_missing
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 UNITS = ("wingman-executor.service", "wingman-bot.service")
+# Templates, by the instance the verify test gives them: the forward from the bot's host to
+# an executor's host ("nas"), and the reverse one from an executor's host to the bot's ("bot").
+FORWARD_UNITS = {"wingman-forward@.service": "nas", "wingman-reverse@.service": "bot"}
 
 
 # -- Dockerfile -------------------------------------------------------------------------------
@@ -57,10 +60,11 @@ def test_the_dockerfile_copies_every_package() -> None:
 
 
 def _unit(name: str) -> dict[str, list[tuple[str, str]]]:
-    """Sections → (key, value) in order; systemd allows a key more than once."""
+    """Sections → (key, value) in order; systemd allows a key more than once, and a line
+    ending in a backslash goes on in the next."""
     sections: dict[str, list[tuple[str, str]]] = {}
     current = None
-    for raw in (DEPLOY / "systemd" / name).read_text().splitlines():
+    for raw in (DEPLOY / "systemd" / name).read_text().replace("\\\n", " ").splitlines():
         line = raw.strip()
         if not line or line.startswith(("#", ";")):
             continue
@@ -111,16 +115,56 @@ def test_only_the_executor_joins_the_docker_group() -> None:
     assert _values(executor, "Group") == _values(bot, "Group") == ["wingman"]
 
 
+@pytest.mark.parametrize("name", FORWARD_UNITS)
+def test_forward_units_restart_for_ever_and_forward_only_what_they_name(name: str) -> None:
+    unit = _unit(name)
+    service = unit["Service"]
+    for key, value in (
+        ("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("PrivateTmp", "yes"), ("ProtectHome", "yes"),
+        ("CapabilityBoundingSet", ""), ("Restart", "always"), ("User", "wingman-tunnel"), ("Group", "wingman"),
+    ):  # fmt: skip
+        assert _values(service, key) == [value], f"{name}: {key}"
+    assert _values(unit["Unit"], "StartLimitIntervalSec") == ["0"]  # never gives up on a host
+    assert not _values(service, "SupplementaryGroups")  # no docker group, nothing but the tunnel
+    command = _values(service, "ExecStart")[0].split()
+    assert command[:3] == ["/usr/bin/ssh", "-N", "-T"]
+    for option in ("BatchMode=yes", "StrictHostKeyChecking=yes", "ExitOnForwardFailure=yes", "StreamLocalBindUnlink=yes"):
+        assert option in command, f"{name}: {option}"
+    (direction,) = [word for word in command if word in ("-L", "-R")]
+    spec = command[command.index(direction) + 1]
+    if direction == "-L":  # the bot's host: a socket of its own directory, the bot's group may connect
+        assert spec == "/run/wingman-forward/%i.sock:${WINGMAN_REMOTE_SOCKET}" and "StreamLocalBindMask=0117" in command
+        assert _values(service, "ReadWritePaths") == ["/run/wingman-forward"]
+    else:  # the executor's host: its own socket, to the bot's host's directory
+        assert spec == "${WINGMAN_FORWARD_SOCKET}:/run/wingman/executor.sock"
+        assert "Environment=WINGMAN_FORWARD_SOCKET=/run/wingman-forward/%l.sock" in (DEPLOY / "systemd" / name).read_text()
+    assert command[-1] == "%i"  # the host is the instance: a Host block of /etc/wingman/ssh/config
+
+
+def test_the_forward_directory_is_the_tunnels_and_the_bots_group_only() -> None:
+    lines = [l.split() for l in (DEPLOY / "ssh" / "wingman-forward.tmpfiles.conf").read_text().splitlines() if l and not l.startswith("#")]
+    assert lines == [["d", "/run/wingman-forward", "0750", "wingman-tunnel", "wingman", "-"]]
+
+
 def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         service_missing("systemd-analyze is not installed (Debian: apt-get install systemd)")
     # verify checks that ExecStart's program exists: stand in /bin/true for /opt/wingman.
+    files = []
     for name in UNITS:
         text = (DEPLOY / "systemd" / name).read_text().replace("/opt/wingman/bin/wingman", "/bin/true")
         (tmp_path / name).write_text(text)
+        files.append(tmp_path / name)
+    # A template is verified as an instance of itself (verify refuses a bare template).
+    for name, instance in FORWARD_UNITS.items():
+        if shutil.which("ssh") is None:
+            service_missing("ssh is not installed (Debian: openssh-client, see .ci/run)")
+        (tmp_path / name).write_text((DEPLOY / "systemd" / name).read_text())
+        files.append(tmp_path / name.replace("@.", f"@{instance}."))
+        files[-1].symlink_to(tmp_path / name)
     completed = subprocess.run(
-        [analyze, "verify", "--man=no", *(str(tmp_path / name) for name in UNITS)],
+        [analyze, "verify", "--man=no", *(str(f) for f in files)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     complaints = [line for line in (completed.stdout + completed.stderr).splitlines() if "wingman-" in line]
