@@ -6,7 +6,9 @@
     FAIL <what>: <problem> — <fix>
 
 It checks the keys (the bot's private key against the executor's trusted public keys:
-same key id, same public key), the socket directory, the database (reachable and
+same key id, same public key), the socket directory, every executor the bot is configured
+for (``WINGMAN_EXECUTORS``, or the one at ``WINGMAN_SOCKET``: it answers, under the name
+the bot lists it by, at the bot's version), the database (reachable and
 migrated), the policy, the approvers' one-time code secrets, the Docker engine and its API version, the allowlisted containers
 that do not exist, Proxmox (only when configured, with a short timeout) and the Telegram
 token (its form; ``getMe`` only with ``--online``). It exits 0 only when every line is OK.
@@ -39,6 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from bot.settings import BotSettings
 from executor.settings import ExecutorSettings
 from process.settings import SettingsError, load_settings
+from process.version import VERSION
 
 DOCKER_TIMEOUT = 5.0
 PROXMOX_TIMEOUT = 5.0
@@ -251,6 +254,34 @@ async def executor_health(socket_path: Path, timeout: float = HEALTH_TIMEOUT) ->
             if response.status != 200 or not isinstance(data, dict) or data.get("status") != "ok":
                 raise ConnectionError(f"the executor answered HTTP {response.status}: {data!r}"[:200])
             return data
+
+
+async def check_executor(name: str | None, path: Path, timeout: float = HEALTH_TIMEOUT) -> CheckResult:
+    """One executor the bot is configured for (``name`` None: the only one, named by
+    itself): it answers at ``path``, calls itself ``name``, and runs the bot's version."""
+    what = f"executor {name or '(the only one)'} at {path}"
+    try:
+        data = await executor_health(path, timeout)
+    except Exception as exc:  # refused, missing, timed out, not an executor: one line
+        fix = f"start it, or its forward (systemctl status wingman-forward@{name})" if name else "start it (wingman executor)"
+        return _fail(what, f"does not answer: {_one_line(exc)}", fix)
+    own, version = str(data.get("name") or "?"), str(data.get("version") or "?")
+    if "name" not in data:
+        return _fail(what, "answers, but says no name: it is older than this bot", "upgrade the bot and the executor together")
+    if name is not None and own != name:
+        return _fail(
+            what, f"answers as executor {own!r}, not {name!r}: the bot's requests for {name!r} would be refused",
+            f"set WINGMAN_EXECUTOR_NAME={name} on that host, or list it as {own}={path} in WINGMAN_EXECUTORS",
+        )  # fmt: skip
+    if version != VERSION:
+        return _fail(what, f"runs version {version}, the bot {VERSION}", "upgrade the bot and the executor together")
+    return _ok(f"{what} (answers as {own}, version {version}, audit seq {data.get('audit_seq')})")
+
+
+async def check_executors(bot: BotSettings) -> list[CheckResult]:
+    """Every executor of ``WINGMAN_EXECUTORS`` (or the one at ``WINGMAN_SOCKET``), asked at once."""
+    sockets = bot.executor_sockets()
+    return list(await asyncio.gather(*(check_executor(name, path) for name, path in sockets.items())))
 
 
 def check_socket(settings: ExecutorSettings | BotSettings) -> CheckResult:
@@ -587,6 +618,7 @@ async def run_checks(
         results += await _guarded("Docker engine", lambda: check_docker(ex))
         results += await _guarded("Proxmox", lambda: check_proxmox(ex))
     if bot is not None:
+        results += await _guarded("executors", lambda: check_executors(bot))
         results += await _guarded("Telegram token", lambda: check_token_form(bot))
         results += await _guarded("Telegram webhook", lambda: check_updates_mode(bot))
         if online:

@@ -14,6 +14,7 @@ from tests.doubles.telegram import TelegramDouble
 from tests.docker.engine import Resources
 from tests.docker.images import BuiltImages
 from tests.ops.conftest import Site
+from process.version import VERSION
 from wingman.doctor import CheckResult, check_main, health, run_checks
 
 
@@ -40,10 +41,14 @@ def assert_lines(results: list[CheckResult]) -> None:
             assert text.startswith(f"FAIL {result.what}: ")
 
 
-async def test_a_good_configuration_is_all_ok(site: Site, engine: Any, resources: Resources, images: BuiltImages) -> None:
+async def test_a_good_configuration_is_all_ok(
+    site: Site, engine: Any, resources: Resources, images: BuiltImages, make_harness: Any
+) -> None:
     name = resources.container(images.ref("v1"), "web", start=False)["Name"].lstrip("/")
     executor = site.executor(container_allowlist=[name, "app-*"])
-    results = await run_checks(executor, site.bot(), online=False)
+    running = await make_harness(executor_name="nas", docker_host="unix:///nonexistent/docker.sock")
+    bot = site.bot(executors={"nas": running.settings.socket_path})
+    results = await run_checks(executor, bot, online=False)
     assert_lines(results)
     assert all(result.ok for result in results), "\n".join(result.line() for result in results)
     assert "key id bot, same public key" in line_starting(results, "bot key trusted").what
@@ -53,6 +58,7 @@ async def test_a_good_configuration_is_all_ok(site: Site, engine: Any, resources
     assert "1 exact names, all exist" in line_starting(results, "allowlisted containers").what
     assert line_starting(results, "Proxmox not configured").ok
     assert not [r for r in results if "getMe" in r.what]  # only with --online
+    assert f"answers as nas, version {VERSION}" in line_starting(results, "executor nas at").what
 
 
 async def test_one_time_code_secrets_are_counted_and_kept_private(site: Site) -> None:
@@ -208,3 +214,29 @@ async def test_health_probes(make_harness: Any, site: Site) -> None:
     down = await health("executor", executor)
     assert not down.ok and "does not answer" in down.problem
     assert not (await health("bot", bot)).ok
+
+
+async def test_every_executor_of_the_bot_is_checked_answering_by_its_name(
+    site: Site, make_harness: Any, tmp_path: Path, socket_dir: Path
+) -> None:
+    nas = await make_harness(executor_name="nas", docker_host="unix:///nonexistent/docker.sock")
+    home = await make_harness(
+        executor_name="home", data_dir=tmp_path / "home", socket=socket_dir / "home.sock",
+        docker_host="unix:///nonexistent/docker.sock",
+    )  # fmt: skip
+    gone = socket_dir / "gone.sock"
+    bot = site.bot(executors={"nas": nas.settings.socket_path, "pve": home.settings.socket_path, "gone": gone})
+    results = await run_checks(None, bot, online=False)
+    assert_lines(results)
+    assert line_starting(results, "executor nas at").ok
+    misnamed = line_starting(results, "executor pve at")
+    assert misnamed.line() == (
+        f"FAIL executor pve at {home.settings.socket_path}: answers as executor 'home', not 'pve': the bot's requests "
+        f"for 'pve' would be refused — set WINGMAN_EXECUTOR_NAME=pve on that host, or list it as "
+        f"home={home.settings.socket_path} in WINGMAN_EXECUTORS"
+    )
+    down = line_starting(results, "executor gone at")
+    assert not down.ok and "does not answer" in down.problem and down.fix == "start it, or its forward (systemctl status wingman-forward@gone)"
+    # The one executor of a single-host bot answers by whatever name it has.
+    alone = await run_checks(None, site.bot(socket=home.settings.socket_path), online=False)
+    assert f"answers as home, version {VERSION}" in line_starting(alone, "executor (the only one)").what
