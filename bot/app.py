@@ -30,7 +30,7 @@ from bot.fleet import Fleet, Host
 from bot.handlers import ChatGate, build_router
 from bot.notifications import NotificationPump
 from bot.pictures import PictureBoard
-from bot.quiet import Clock, QuietHours, QuietHoursError, parse_timezone
+from bot.quiet import Clock, Held, QuietHours, QuietHoursError, parse_timezone
 from bot.ratelimit import RateLimit
 from bot.reports import ReportBoard
 from bot.retry import RetryMiddleware
@@ -210,10 +210,11 @@ class BotApp:
         # One pump per executor: a host that is down delays no other host's notifications.
         reports = ReportBoard(self.fleet.names) if self.fleet.many else None
         pictures = PictureBoard(self.fleet.names) if self.fleet.many else None
+        held = Held(quiet, clock)  # one for every host: what waited arrives in one message
         self.pumps = [
             NotificationPump(
-                self.bot, host.client, settings.chat_id, host=host.name, quiet=quiet, clock=clock,
-                reports=reports, answered=self._watch(host), pictures=pictures,
+                self.bot, host.client, settings.chat_id, host=host.name,
+                reports=reports, answered=self._watch(host), pictures=pictures, held=held,
             )  # fmt: skip
             for host in self.fleet.hosts
         ]

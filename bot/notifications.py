@@ -29,7 +29,7 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, Teleg
 from bot.formatting import approval_text, notice_text
 from bot.handlers import approval_keyboard, send_text
 from bot.pictures import WEEKLY_KIND, PictureBoard, send_weekly, weeks_of
-from bot.quiet import Clock, Held, QuietHours, digest_text
+from bot.quiet import Clock, Held, QuietHours, Waiting, digest_text
 from bot.reports import REPORT_KINDS, ReportBoard
 from executor.client import ExecutorClient, ExecutorUnreachable, OutboxRefused
 
@@ -92,7 +92,7 @@ class NotificationPump:
         self, bot: Bot, client: ExecutorClient, team_chat: int | None, *, sleep: Sleep | None = None, host: str | None = None,
         quiet: QuietHours | None = None, clock: Clock = time.time, poll_wait: float = POLL_WAIT,
         reports: ReportBoard | None = None, answered: Callable[[str | None], None] | None = None,
-        pictures: PictureBoard | None = None,
+        pictures: PictureBoard | None = None, held: Held | None = None,
     ) -> None:  # fmt: skip
         self.bot = bot
         self.client = client
@@ -106,7 +106,7 @@ class NotificationPump:
         self._sleep = sleep if sleep is not None else self._pause
         self.idle = True  # waiting on the executor, not half-way through showing a batch
         self.trouble: str | None = None  # what keeps notifications from flowing, in one line
-        self.held = Held(quiet, clock)
+        self.held = held if held is not None else Held(quiet, clock)  # shared by the bot's pumps
         self._poll_wait = poll_wait
         self._after = 0  # the last event handled: while holding, polls ask for newer ones only
 
@@ -118,7 +118,7 @@ class NotificationPump:
                 self.idle = True
                 # Polls skip held events (and only then: with nothing held, every poll
                 # starts from the beginning, whatever became of the executor's ids).
-                after = self._after if self.held.by_chat else 0
+                after = self._after if self.held.holding(self.host) else 0
                 try:
                     events = await self.client.poll(wait=self.held.wait(self._poll_wait), after=after)
                 except ExecutorUnreachable as exc:
@@ -178,7 +178,7 @@ class NotificationPump:
                     log.warning("notification %s is for the team chat, but WINGMAN_CHAT_ID is not set", event["id"])
                     delivered.append(event["id"])
                     continue
-                if self.held.holds(event, int(chat)):
+                if self.held.holds(event, int(chat), self):
                     continue  # acknowledged once the digest that carries it is posted
                 if self.held.due():
                     await self.release_held()  # what waited goes before anything newer
@@ -197,23 +197,45 @@ class NotificationPump:
         self._after = max(self._after, int(events[-1]["id"])) if events else self._after
 
     async def release_held(self) -> None:
-        """Post what waited for the end of quiet hours: one message per chat carrying every
-        plain notice, oldest first; an event that is more than text (a picture, buttons)
-        is shown as itself right after it. Acknowledged once posted."""
-        for chat, events in list(self.held.by_chat.items()):
-            plain = [e for e in events if _plain(e)]
-            rest = [e for e in events if not _plain(e)]
-            texts = [notice_text(e.get("payload") or {}, str(e.get("kind"))) for e in plain]
-            try:
-                if plain:
-                    await send_text(self.bot, chat, digest_text(self.held.hours, texts, more=len(rest), host=self.host), name="quiet-hours")
-                for event in rest:
-                    await self.show(event, chat)
-            except (TelegramBadRequest, TelegramForbiddenError) as exc:
-                log.error("messages held during quiet hours cannot be shown in chat %s: %s", chat, exc)
-            ids = [int(e["id"]) for e in events]
-            await self.client.ack(ids, [])
-            self.held.release(chat, ids)
+        """Post what waited for the end of quiet hours, for every pump sharing ``held``: one
+        message per chat carrying every plain notice, oldest first; an event that is more
+        than text (a picture, buttons) is shown as itself right after it, by the pump that
+        polled it. Each executor's events are acknowledged through that pump's client once
+        posted; one that cannot be acknowledged now stays held, marked posted, and only its
+        acknowledgement is tried again."""
+        async with self.held.lock:
+            for chat, waiting in list(self.held.by_chat.items()):
+                todo = [w for w in waiting if not w.posted]
+                plain = [w for w in todo if _plain(w.event)]
+                rest = [w for w in todo if not _plain(w.event)]
+                try:
+                    if plain:
+                        texts = [notice_text(w.event.get("payload") or {}, str(w.event.get("kind")), w.host) for w in plain]
+                        await send_text(self.bot, chat, digest_text(self.held.hours, texts, more=len(rest)), name="quiet-hours")
+                    for w in plain:
+                        w.posted = True
+                    for w in rest:
+                        await w.owner.show(w.event, chat)
+                        w.posted = True
+                except (TelegramBadRequest, TelegramForbiddenError) as exc:
+                    log.error("messages held during quiet hours cannot be shown in chat %s: %s", chat, exc)
+                    for w in todo:
+                        w.posted = True  # Telegram will never take them: acknowledged, not tried again
+                owners: dict[int, list[Waiting]] = {}
+                for w in waiting:
+                    owners.setdefault(id(w.owner), []).append(w)
+                for group in owners.values():
+                    owner = group[0].owner
+                    try:
+                        await owner.client.ack([int(w.event["id"]) for w in group], [])
+                    except Exception as exc:
+                        if owner is self:
+                            raise  # this pump's own trouble: its back-off
+                        # Another executor's trouble must not stall this pump: its events
+                        # stay held (posted) and their acknowledgement is tried after the next poll.
+                        log.warning("messages held from %s were posted but cannot be acknowledged yet: %s", owner.host, exc)
+                        continue
+                    self.held.release(chat, group)
 
     async def show(self, event: dict[str, Any], chat: int) -> int | None:
         """Post or edit; returns the id of a message it created, if any."""

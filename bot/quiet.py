@@ -21,6 +21,10 @@ events still unacknowledged, and holds them again; the executor needs to know no
 quiet hours. This was preferred over holding in the executor because quiet hours are a
 matter of the people in the chat (one bot, possibly many executors in other zones), and
 because the executor would still need the bot to merge the held events into one message.
+With many executors one :class:`Held` serves every host's pump, so what all of them held
+arrives in the same one message; each executor's events are acknowledged through the
+pump (and client) that polled them, and a host that cannot be reached for that keeps its
+events held, already posted, until it can.
 
 An event is held when it is informational and either now or its writing time (the
 outbox's ``created_at``, the executor's clock) falls inside the window: so a report
@@ -34,6 +38,7 @@ Pure but for the clock the caller passes in: the tests move it instead of sleepi
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -136,28 +141,49 @@ class QuietHours:
 
 
 @dataclass(slots=True)
+class Waiting:
+    """One held event, with the pump that polled it: that pump's executor acknowledges it,
+    and that pump shows it when it is more than text."""
+
+    event: dict[str, Any]
+    owner: Any  # bot.notifications.NotificationPump (not imported: it imports this module)
+    posted: bool = False  # shown already; only its acknowledgement is left
+
+    @property
+    def host(self) -> str | None:
+        return getattr(self.owner, "host", None)
+
+
+@dataclass(slots=True)
 class Held:
-    """The events waiting for the end of quiet hours, by chat, oldest first."""
+    """The events waiting for the end of quiet hours, by chat, oldest first; one for all
+    the bot's pumps, so that many executors' held events arrive in one message too."""
 
     hours: QuietHours | None
     clock: Clock
-    by_chat: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-    _ids: set[int] = field(default_factory=set)
+    by_chat: dict[int, list[Waiting]] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one release at a time
+    _ids: set[tuple[str | None, int]] = field(default_factory=set)  # (host, id): ids repeat across executors
 
-    def holds(self, event: dict[str, Any], chat: int) -> bool:
-        """Hold ``event`` (for ``chat``) when it may wait and quiet hours say it should;
-        True when it is held (now or already)."""
-        if event.get("id") in self._ids:
-            return True  # polled again (after a failed batch): held already
+    def holds(self, event: dict[str, Any], chat: int, owner: Any) -> bool:
+        """Hold ``event`` (for ``chat``, polled by ``owner``) when it may wait and quiet
+        hours say it should; True when it is held (now or already)."""
+        key = (getattr(owner, "host", None), int(event["id"]))
+        if key in self._ids:
+            return True  # polled again (after a failed batch, or a pump's restart): held already
         if self.hours is None or not informational(event):
             return False
         created = event.get("created_at")
         written_quietly = isinstance(created, (int, float)) and self.hours.covers(float(created))
         if not (self.quiet() or written_quietly):
             return False
-        self._ids.add(int(event["id"]))
-        self.by_chat.setdefault(chat, []).append(event)
+        self._ids.add(key)
+        self.by_chat.setdefault(chat, []).append(Waiting(event, owner))
         return True
+
+    def holding(self, host: str | None) -> bool:
+        """Whether events of ``host``'s executor are held (its polls then skip them)."""
+        return any(h == host for h, _ in self._ids)
 
     def quiet(self) -> bool:
         return self.hours is not None and self.hours.covers(self.clock())
@@ -168,29 +194,29 @@ class Held:
 
     def wait(self, longest: float) -> float:
         """How long a poll may wait: no longer than until the window ends, while holding."""
-        if not self.by_chat or self.hours is None:
-            return longest
+        if not self.by_chat or not self.quiet():
+            return longest  # outside the window, what is held goes right after each poll
+        assert self.hours is not None
         return max(0.0, min(longest, self.hours.seconds_left(self.clock())))
 
-    def release(self, chat: int, ids: Iterable[int]) -> None:
-        gone = set(ids)
-        self._ids -= gone
-        left = [e for e in self.by_chat.get(chat, []) if e["id"] not in gone]
+    def release(self, chat: int, done: Iterable[Waiting]) -> None:
+        gone = {id(w) for w in done}
+        for waiting in (w for w in self.by_chat.get(chat, []) if id(w) in gone):
+            self._ids.discard((waiting.host, int(waiting.event["id"])))
+        left = [w for w in self.by_chat.get(chat, []) if id(w) not in gone]
         if left:
             self.by_chat[chat] = left
         else:
             self.by_chat.pop(chat, None)
 
 
-def digest_text(hours: QuietHours | None, texts: list[str], *, more: int = 0, host: str | None = None) -> str:
-    """The one message that carries the ``texts`` (HTML, oldest first) of notices held
-    during quiet hours; ``more`` held events (a picture, a message with buttons) follow it.
-    ``host`` names the executor they came from when the bot serves several (one message
-    per executor: each acknowledges its own)."""
+def digest_text(hours: QuietHours | None, texts: list[str], *, more: int = 0) -> str:
+    """The one message that carries the ``texts`` (HTML, oldest first; each names its host
+    when the bot serves several) of notices held during quiet hours; ``more`` held events
+    (a picture, a message with buttons) follow it."""
     window = f" ({hours.label()})" if hours is not None else ""
     count = len(texts) + more
-    source = f" from {esc(host)}" if host else ""
-    lines = [f"🌙 <b>Held during quiet hours{esc(window)}</b>{source}: {count} message{'s' if count != 1 else ''}"]
+    lines = [f"🌙 <b>Held during quiet hours{esc(window)}</b>: {count} message{'s' if count != 1 else ''}"]
     for text in texts:
         lines += ["", text]
     if more:

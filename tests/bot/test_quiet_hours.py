@@ -275,3 +275,48 @@ async def test_a_held_weekly_report_follows_the_one_message_as_itself(night: Nig
     bot_messages = [m.message_id for m in night.double.chat(TEAM) if m.from_bot]
     assert bot_messages[-2:] == [digest.message_id, weekly.message_id]
     await night.all_acknowledged()
+
+
+async def test_many_executors_held_reports_arrive_in_one_message(
+    make_harness: Callable[..., Awaitable[Harness]], tmp_path: Path, socket_dir: Path
+) -> None:
+    no_docker = "unix:///nonexistent/docker.sock"
+    home = await make_harness(executor_name="home", docker_host=no_docker)
+    nas = await make_harness(executor_name="nas", data_dir=tmp_path / "nas-data", socket=socket_dir / "nas.sock", docker_host=no_docker)
+    clock = SettableClock(at("02:00"))
+    for harness in (home, nas):
+        harness.executor.clock = clock
+        harness.daemon.scheduler.context.clock = clock
+    double = await TelegramDouble(DEFAULT_TOKEN).start()
+    double.add_chat(TEAM, chat_type="supergroup", title="ops")
+    settings = BotSettings(
+        _env_file=None, telegram_bot_token=double.token, telegram_api_base=double.base_url, chat_id=TEAM,
+        bot_key=home.home / "keys" / "bot.key", executors=f"home={home.settings.socket_path},nas={nas.settings.socket_path}",
+        quiet_hours="23:00-07:00", timezone="UTC",
+    )  # fmt: skip
+    night = Night(home, double, settings, clock)
+    await night.start_bot()
+    try:
+        assert await home.daemon.scheduler.run_job("daily-report") is not None
+        assert await nas.daemon.scheduler.run_job("daily-report") is not None
+        await nas.executor.outbox.add("alert", {"text": "🚨 db died"}, now=clock())
+        await night.until(lambda: night.shown("db died"), "nas's alert, at once")
+        assert night.shown("audit report") == []
+
+        clock.now = at("07:00") + 5
+        # home's pump is woken; it posts what both executors held, and acknowledges nas's through nas.
+        [digest] = await night.until(lambda: night.shown("Held during quiet hours"), "the one message")
+        assert digest.text.startswith("🌙 Held during quiet hours (23:00–07:00): 2 messages")
+        assert "🖥 home\n📊 Wingman daily audit report" in digest.text
+        assert "🖥 nas\n📊 Wingman daily audit report" in digest.text
+        for harness in (home, nas):
+            client = harness.client()
+            for _ in range(400):
+                if await client.poll(wait=0) == []:
+                    break
+                await asyncio.sleep(0.05)
+            assert await client.poll(wait=0) == []
+        assert len(night.shown("Held during quiet hours")) == 1
+    finally:
+        await night.stop_bot()
+        await double.close()
