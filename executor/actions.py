@@ -11,6 +11,7 @@ not available yet.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from executor.pinning import ImagePin
 from executor.progress import Progress, format_duration, no_progress
 from executor.errors import Refused, Unavailable
 from executor.proxmox import ProxmoxDriver, VmOutcome, snapshot_name_problem
+from executor.updates import UpdateWatch
 from policy import Policy, Verdict, allowed_actions, container_visible, decide, vm_visible
 
 AUDIT_TAIL_DEFAULT, AUDIT_TAIL_MAX = 10, 50
@@ -45,6 +47,7 @@ class ActionContext:
     docker: DockerDriver | None = None
     deployer: Deployer | None = None
     proxmox: ProxmoxDriver | None = None
+    updates: UpdateWatch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +269,35 @@ async def pin_image(context: ActionContext, action: str, args: dict[str, Any]) -
     return {**args, "pinned": pin.as_json()}
 
 
+# -- updates ---------------------------------------------------------------------------------
+
+_UPDATE_ID = re.compile(r"[0-9a-f]{12}")
+
+
+async def updates(context: ActionContext, call: Call) -> Result:
+    """``/updates``: check the registries now and list every update; with ``id``: that one update.
+
+    The result is the scheduled announcement's shape (``executor.protocol``, "Updates");
+    the check runs through the engine and the registries, the lookup by id only reads the
+    executor's database (what a Deploy button needs to make its request).
+    """
+    _guard(context, call, "updates")
+    if context.updates is None:
+        raise Unavailable("Docker is not configured on this executor")
+    visible = lambda name: container_visible(context.policy, name)  # noqa: E731
+    wanted = call.args.get("id")
+    if wanted is not None:
+        if not isinstance(wanted, str) or not _UPDATE_ID.fullmatch(wanted):
+            raise Refused("args.id must be an update's id: 12 lower-case hex digits")
+        found = await context.updates.get(wanted)
+        if found is None or not visible(found.update.target):
+            raise Refused(f"no update {wanted} is known; run /updates again")
+        data = {"updates": [found.update.as_json()], "problems": [], "checked": 0, "state": found.state}
+        return Result(f"update {wanted}: {found.update.target} to {found.update.new_tag} ({found.state})", data)
+    report = await context.updates.check(visible, context.clock())
+    return Result(report.summary(), report.as_json())
+
+
 # -- Proxmox VE ---------------------------------------------------------------------------
 
 
@@ -367,6 +399,7 @@ HANDLERS: dict[str, Handler] = {
     "whoami": whoami,
     "help": help_,
     "pending": pending,
+    "updates": updates,
     "audit": audit_tail,
     "verify": verify,
 }

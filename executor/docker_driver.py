@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
@@ -299,8 +300,12 @@ class DockerDriver:
         workers: int = 8,
         settle_seconds: float = 1.0,
         locks: TargetLocks[str] | None = None,
+        registry_auth: Path | None = None,
     ) -> None:
         self.base_url = base_url
+        # The Docker config.json whose registry credentials the engine is given for pulls and
+        # manifest look-ups (WINGMAN_REGISTRY_AUTH); None: the SDK's own default.
+        self.registry_auth = registry_auth
         self.timeout = timeout
         self.settle_seconds = settle_seconds
         self.locks = locks or TargetLocks[str]()
@@ -357,6 +362,8 @@ class DockerDriver:
                 self._client = docker.DockerClient(
                     base_url=self.base_url or DEFAULT_SOCKET, version="auto", timeout=max(1, math.ceil(self.timeout))
                 )
+                if self.registry_auth is not None:
+                    self._client.api.reload_config(str(self.registry_auth))
             return self._client.api
 
     def _forget_client(self) -> None:

@@ -82,6 +82,9 @@ def find_pin(api: APIClient, ref: ImageReference) -> ImagePin:
     digest = (found.get("Descriptor") or {}).get("digest") if isinstance(found, dict) else None
     if not isinstance(digest, str) or not _PIN_ID.fullmatch(digest):
         raise Refused(f"image {ref.text} is not on this host and its registry gave no usable digest for it")
+    if ref.digest is not None and digest != ref.digest:
+        # repo:tag@digest (an update's reference): bound to that digest or to nothing.
+        raise Refused(f"image {ref.text}: its registry resolved it to {short_digest(digest)}, not the digest asked for")
     return ImagePin(ref.text, "registry", digest)
 
 

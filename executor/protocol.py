@@ -58,6 +58,30 @@ Health
     "version": "<package version>", "audit_seq": int}``. A client that does not know the
     executor's name asks here before its first signed request.
 
+Updates
+    The ``updates`` action (tier 0, ``/updates``) checks the registries now and answers, in
+    ``result``, every update available for the containers the user may see; the scheduled
+    check (``WINGMAN_UPDATE_CHECK_AT``) posts the same shape as ONE notification of kind
+    ``updates`` (``chat_id`` null: the team chat), holding only the updates not announced
+    before, or none when only a new registry problem is to be told::
+
+        {"updates": [{"id": "3f2a9c1b7d04",          # 12 hex digits, stable for this update
+                      "target": "web",               # the container
+                      "image": "repo:1.2.3",         # what it runs, as configured
+                      "current_tag": "1.2.3", "new_tag": "1.2.4",   # equal: a new image, same tag
+                      "current_digest": "sha256:…", "new_digest": "sha256:…",
+                      "reference": "repo:1.2.4@sha256:…",  # what a deploy request carries
+                      "created": 1765000000 | null}],      # when the new image was built
+         "problems": ["<registry>: <one line>", ...],       # per registry (or container label)
+         "checked": 12}                                     # containers checked
+
+    To deploy one, send an ordinary ``deploy`` request with ``{"target": <target>, "image":
+    <reference>}``: it is bound to exactly that digest (a registry that resolves it to another
+    refuses it) and goes through approval like any deploy. ``updates`` with ``args: {"id":
+    "<id>"}`` reads one update back from the executor's database without asking a registry
+    (``result.updates`` holds it alone, ``result.state`` is ``pending`` or ``gone``), so a
+    button's callback needs to carry only the executor's name and the id.
+
 Response
     JSON, always ``{"status": …, "reason": str, "request_id": str | null, "result": {...}}``:
 

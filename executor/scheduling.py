@@ -17,7 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from audit.verify import VerifyReport
 from executor.retention import prune_operational
 from executor.service import Executor
-from scheduler import JobContext, ScheduleConfig, Scheduler
+from policy import container_visible
+from scheduler import JobContext, JobResult, ScheduleConfig, Scheduler
+from scheduler.runs import ALERT, OK
 
 
 def job_context(executor: Executor, engine: AsyncEngine, config: ScheduleConfig) -> JobContext:
@@ -32,6 +34,21 @@ def job_context(executor: Executor, engine: AsyncEngine, config: ScheduleConfig)
     async def prune(now: datetime, dry_run: bool) -> dict[str, int]:
         return await prune_operational(engine, config, now, dry_run=dry_run)
 
+    async def check_updates(now: datetime) -> JobResult:
+        if executor.updates is None:
+            return JobResult(OK, "no update check: Docker is not configured")
+        report, new = await executor.updates.announce(
+            lambda name: container_visible(executor.policy, name), now.timestamp()
+        )
+        params = {
+            "checked": report.checked, "found": len(report.updates), "announced": [u.id for u in new],
+            "problems": report.problems, "registry_requests": report.requests,
+        }  # fmt: skip
+        summary = f"{len(report.updates)} updates ({len(new)} new) for {report.checked} containers"
+        if report.problems:
+            summary += f"; {len(report.problems)} problems: " + "; ".join(report.problems)
+        return JobResult(ALERT if report.problems else OK, summary[:1000], None, params)
+
     return JobContext(
         audit=executor.audit,
         audit_key=executor.audit_key,
@@ -45,6 +62,7 @@ def job_context(executor: Executor, engine: AsyncEngine, config: ScheduleConfig)
         verified=executor.last_verified.record,
         expire_approvals=executor.expire_due,
         prune=prune,
+        check_updates=check_updates,
     )
 
 

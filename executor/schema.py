@@ -80,3 +80,24 @@ chat_messages = Table(
     Column("chat_id", BigInteger, primary_key=True),
     Column("message_id", BigInteger, nullable=False),
 )
+
+# Updates the update checks found (executor.updates): each by a short id of the container
+# and the exact image, so a Deploy button names one and an update is announced once.
+# pending → gone (deployed, superseded, or its container no longer watched).
+updates = Table(
+    "updates",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("target", Text, nullable=False, index=True),
+    Column("image", Text, nullable=False),  # repo:tag the container ran when it was found
+    Column("current_tag", Text, nullable=False),
+    Column("new_tag", Text, nullable=False),
+    Column("current_digest", Text, nullable=False),
+    Column("new_digest", Text, nullable=False),
+    Column("reference", Text, nullable=False),  # repo:new_tag@new_digest: what a deploy request carries
+    Column("created", Float, nullable=True),  # when the new image was built, if the registry said
+    Column("found_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),  # the last check that still found it
+    Column("announced_at", Float, nullable=True, index=True),  # None: not posted to the chat yet
+    Column("state", Text, nullable=False, index=True),
+)

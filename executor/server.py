@@ -47,6 +47,7 @@ from executor.proxmox import ProxmoxDriver
 from executor.recovery import recover
 from executor.protocol import BODY_TIMEOUT, CONTENT_TYPE, HEALTH_PATH, IDLE_TIMEOUT, MAX_BODY, PATH, STATUS_HTTP
 from executor.scheduling import build_scheduler
+from executor.updates import RegistryCredentials, UpdateCheck, UpdatePolicy
 from executor.service import Executor, Reply
 from executor.settings import ExecutorSettings
 from policy import Policy, PolicyError, container_visible, load_policy_file, vm_visible
@@ -289,10 +290,11 @@ class Daemon:
             raise StartupError(f"WINGMAN_DB_URL: {exc}") from None
         proxmox = ProxmoxDriver.from_settings(settings)
         self._proxmox = proxmox
-        self._docker = DockerDriver(base_url=settings.docker_host)
+        self._docker = DockerDriver(base_url=settings.docker_host, registry_auth=settings.registry_auth_path)
+        deployments = DeploymentStore(self._engine)
         deployer = Deployer(
             self._docker,
-            DeploymentStore(self._engine),
+            deployments,
             image_allowlist=settings.image_allowlist,
             health_timeout=settings.deploy_timeout_seconds,
         )
@@ -309,6 +311,12 @@ class Daemon:
             deployer=deployer,
             proxmox=proxmox,
             codes_dir=settings.data_dir / codes.DIRECTORY,
+            update_check=UpdateCheck(
+                self._docker,
+                lambda: RegistryCredentials.load(settings.registry_auth_path),
+                default_policy=UpdatePolicy(settings.update_policy),
+                deployments=deployments,
+            ),
         )
         await self.executor.replay.load(time.time())
         allowed = frozenset({os.getuid(), *settings.allowed_uids})

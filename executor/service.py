@@ -52,6 +52,7 @@ from executor.outbox import MAX_WAIT, Outbox
 from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier, audience_for
 from executor.recordable import audit_params, shown_target, unrecordable
 from executor.replay import Claim, ReplayGuard
+from executor.updates import UpdateCheck, UpdateStore, UpdateWatch
 from policy import Policy, Role, Verdict, decide, may_approve, needs_one_time_code, run_time_refusal
 
 log = logging.getLogger("wingman.executor")
@@ -88,6 +89,7 @@ class Executor:
         deployer: Deployer | None = None,
         proxmox: ProxmoxDriver | None = None,
         codes_dir: Path | None = None,
+        update_check: UpdateCheck | None = None,
     ) -> None:
         self.policy = policy
         self.name = name  # tokens must be meant for it (their audience), see executor.protocol
@@ -100,6 +102,7 @@ class Executor:
         self.export_path = export_path
         self.approvals = Approvals(engine, audit_key)
         self.outbox = Outbox(engine)
+        self.updates = UpdateWatch(update_check, UpdateStore(engine), audit, self.outbox) if update_check is not None else None
         self.replay = ReplayGuard(engine)
         self.codes = OneTimeCodes(codes_dir)  # None: nobody is enrolled, no code is right
         self.clock = clock
@@ -114,7 +117,7 @@ class Executor:
         """What the action handlers may use, as the executor holds it now."""
         return actions.ActionContext(
             policy=self.policy, audit=self.audit, approvals=self.approvals, verify=self.verify_audit,
-            clock=self.clock, docker=self.docker, deployer=self.deployer, proxmox=self.proxmox,
+            clock=self.clock, docker=self.docker, deployer=self.deployer, proxmox=self.proxmox, updates=self.updates,
         )  # fmt: skip
 
     # -- the entry point -------------------------------------------------------------------

@@ -6,13 +6,27 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import SecretStr, field_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, SecretStr, field_validator
 
 from executor.protocol import executor_name_problem, name_from_host
 from process.settings import CommaList, Flag, PathList, ProcessSettings, UserIds, setting
 
 EXECUTOR, ACCESS = "Executor (wingman executor, and the offline wingman audit commands)", "Executor: who may do what"
 JOBS, DOCKER, PROXMOX = "Executor: scheduled jobs and retention", "Executor: Docker", "Executor: Proxmox VE"
+
+
+def _update_policy(value: str) -> str:
+    # The names are executor.updates.versions.UpdatePolicy's (a test holds them together).
+    word = value.strip().lower()
+    if word not in UPDATE_POLICIES:
+        raise ValueError(f"{value!r} is not one of {', '.join(UPDATE_POLICIES)}")
+    return word
+
+
+UPDATE_POLICIES = ("digest", "patch", "minor", "major", "off")
+UpdatePolicyName = Annotated[str, AfterValidator(_update_policy)]
 
 
 class ExecutorSettings(ProcessSettings):
@@ -37,6 +51,8 @@ class ExecutorSettings(ProcessSettings):
     allow_dangerous_ops: Flag = setting(False, "WINGMAN_ALLOW_DANGEROUS_OPS", "Allow tier 3 actions (VM rollback), each still needing two approvers.", group=ACCESS)
     deploy_timeout_seconds: int = setting(60, "WINGMAN_DEPLOY_TIMEOUT_SECONDS", "How long a deployed container may take to become healthy before it is rolled back.", group=DOCKER, gt=0, le=3600)
     image_allowlist: CommaList = setting([], "WINGMAN_IMAGE_ALLOWLIST", "Repositories a deploy may switch a container to when it differs from the current one (exact names or prefix* globs); a new tag of the same repository is always allowed.", group=DOCKER, example="ghcr.io/acme/*")
+    update_policy: UpdatePolicyName = setting("digest", "WINGMAN_UPDATE_POLICY", "Update policy of containers without a wingman.update label: digest (a new image under the same tag), patch, minor, major (also newer version tags up to that part), or off.", group=DOCKER)
+    registry_auth: Path | None = setting(None, "WINGMAN_REGISTRY_AUTH", "A Docker config.json with registry credentials (auths: auth or identitytoken) for update checks and pulls. Default: the executor user's ~/.docker/config.json", group=DOCKER, example="/etc/wingman/docker-config.json")
     docker_host: str | None = setting(None, "DOCKER_HOST", "The Docker engine (the Docker SDK's own setting). Default: the local socket.", group=DOCKER, example="unix:///var/run/docker.sock")
     proxmox_host: str | None = setting(None, "PROXMOX_HOST", "Proxmox VE API host[:port]; unset turns the /vm actions off.", group=PROXMOX, example="pve.example:8006")
     proxmox_token: SecretStr | None = setting(None, "PROXMOX_TOKEN", "An API token in Proxmox's own form user@realm!tokenid=secret (preferred) ...", group=PROXMOX, example="wingman@pve!executor=00000000-0000-0000-0000-000000000000")
@@ -51,6 +67,7 @@ class ExecutorSettings(ProcessSettings):
     retention_at: str = setting("03:00", "WINGMAN_RETENTION_AT", "Retention: export old audit entries (signed), then prune old operational rows.", group=JOBS)
     report_at: str = setting("08:00", "WINGMAN_REPORT_AT", "Daily audit report.", group=JOBS)
     weekly_report_day: str = setting("mon", "WINGMAN_WEEKLY_REPORT_DAY", "Day of the weekly report (mon ... sun).", group=JOBS)
+    update_check_at: str = setting("every 6h", "WINGMAN_UPDATE_CHECK_AT", "When registries are asked for updates of the allowlisted containers: every <n>m|h|d, times of day HH:MM[,HH:MM...], or off. New updates are posted to the team chat once.", group=JOBS)
     retention_audit_days: int = setting(90, "RETENTION_AUDIT_DAYS", "Audit entries older than this move to signed export files.", group=JOBS, ge=1)
     retention_executions_days: int = setting(7, "RETENTION_EXECUTIONS_DAYS", "Successful deploy records (each service's newest five are always kept, for /rollback).", group=JOBS, ge=1)
     retention_failed_days: int = setting(14, "RETENTION_FAILED_DAYS", "Failed or rolled-back deploy records.", group=JOBS, ge=1)
@@ -84,6 +101,11 @@ class ExecutorSettings(ProcessSettings):
         it and other uids may connect (their group passes through to it and lists nothing)."""
         inside = self.socket_path.resolve().is_relative_to(self.data_dir.resolve())
         return 0o710 if inside and self.allowed_uids else 0o700
+
+    @property
+    def registry_auth_path(self) -> Path:
+        """The Docker config.json the registry credentials come from."""
+        return self.registry_auth or Path.home() / ".docker" / "config.json"
 
     @property
     def audit_key_path(self) -> Path:

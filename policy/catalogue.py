@@ -65,6 +65,7 @@ _ENTRIES = (
     _entry("status", _READ, _V, _CONTAINER, "/status [name]", "show allowed containers, or one"),
     _entry("vm.status", _READ, _V, _VM, "/vm status [vmid]", "show allowed VMs, or one"),
     _entry("pending", _READ, _V, _NONE, "/pending", "list requests waiting for approval"),
+    _entry("updates", _READ, _V, _NONE, "/updates", "check the registries for newer images now"),
     _entry("audit", _READ, _AP, _NONE, "/audit [n]", "show the latest audit entries"),
     _entry("verify", _READ, _AD, _NONE, "/verify", "verify the audit chain"),
     _entry("logs", _NOW, _O, _CONTAINER, "/logs <name> [lines]", "show a container's recent logs"),

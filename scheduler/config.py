@@ -36,7 +36,11 @@ ENV_NAMES: dict[str, str] = {
     "retention_notifications_days": "RETENTION_NOTIFICATIONS_DAYS",
     "retention_approvals_days": "RETENTION_APPROVALS_DAYS",
     "retention_dry_run": "RETENTION_DRY_RUN",
+    "update_check_at": "WINGMAN_UPDATE_CHECK_AT",
 }
+
+UPDATE_CHECK_MIN_MINUTES = 5  # registries are not polled more often than this
+_EVERY = re.compile(r"every\s+(\d{1,5})\s*(m|min|h|d)", re.IGNORECASE)
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TIME = re.compile(r"(\d{1,2}):(\d{2})")
@@ -61,6 +65,35 @@ def parse_weekday(value: str, setting: str) -> str:
         if word in (day, full):
             return day
     raise ScheduleConfigError(f'{setting}: "{value}" is not a day of the week (mon, tue, … sun)')
+
+
+@dataclass(frozen=True, slots=True)
+class Every:
+    """A job that runs every ``seconds`` (``every 6h``)."""
+
+    seconds: int
+
+
+def parse_update_check(value: str, setting: str) -> Every | tuple[time, ...] | None:
+    """``off`` (None), ``every <n>m|h|d`` (:class:`Every`) or times of day ``HH:MM[,HH:MM…]``."""
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text in ("off", "never", "no", "false"):
+        return None
+    match = _EVERY.fullmatch(text)
+    if match is not None:
+        seconds = int(match[1]) * {"m": 60, "min": 60, "h": 3600, "d": 86400}[match[2].lower()]
+        if seconds < UPDATE_CHECK_MIN_MINUTES * 60:
+            raise ScheduleConfigError(f'{setting}: "{value}" is too often: every {UPDATE_CHECK_MIN_MINUTES}m at the most')
+        return Every(seconds)
+    times = [part.strip() for part in text.split(",") if part.strip()]
+    if not times:
+        raise ScheduleConfigError(f'{setting}: "{value}" is not a schedule: give "every 6h", times like "06:00,18:00", or "off"')
+    try:
+        return tuple(sorted({parse_time(t, setting) for t in times}))
+    except ScheduleConfigError:
+        raise ScheduleConfigError(
+            f'{setting}: "{value}" is not a schedule: give "every 6h", times like "06:00,18:00", or "off"'
+        ) from None
 
 
 def parse_timezone(value: str | None, setting: str) -> tzinfo:
@@ -91,6 +124,7 @@ class ScheduleConfig:
     retention_notifications_days: int = 30  # delivered notifications
     retention_approvals_days: int = 30  # approvals in a final state, with their votes
     retention_dry_run: bool = False
+    update_check_at: str = "every 6h"  # or HH:MM[,HH:MM…], or off
 
     # Not settings: tuned here, with the reasons.
     # A daily job that was missed (host asleep or down) still runs once when the host is
@@ -110,6 +144,7 @@ class ScheduleConfig:
             parse_time(getattr(self, name), ENV_NAMES[name])
         parse_weekday(self.weekly_report_day, ENV_NAMES["weekly_report_day"])
         parse_timezone(self.timezone, ENV_NAMES["timezone"])
+        parse_update_check(self.update_check_at, ENV_NAMES["update_check_at"])
         for field in fields(self):
             if field.type != "int":
                 continue
@@ -127,6 +162,11 @@ class ScheduleConfig:
     @property
     def weekday(self) -> str:
         return parse_weekday(self.weekly_report_day, ENV_NAMES["weekly_report_day"])
+
+    @property
+    def update_check(self) -> Every | tuple[time, ...] | None:
+        """When the update check runs: every N seconds, at times of day, or never (None)."""
+        return parse_update_check(self.update_check_at, ENV_NAMES["update_check_at"])
 
     @property
     def tz(self) -> tzinfo:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,7 +39,7 @@ from audit.checkpoints import CHECKPOINT_INTERVAL, Checkpoint, newest_checkpoint
 from audit.errors import CheckpointError
 from audit.signing import SigningKey
 from audit.verify import VerifyReport
-from scheduler.config import ScheduleConfig
+from scheduler.config import Every, ScheduleConfig
 from scheduler.reports import APPROVAL_LOOKBACK, ReportCollector, chain_line, counts, duration, local, render
 from scheduler.weekly import WeeklyTally
 from scheduler.runs import ALERT, LOOKBACK, OK, REALERT, history_predates, last_run, verification_overdue
@@ -67,6 +68,9 @@ class JobContext:
     verified: Callable[[datetime], None]  # a verification found the chain intact at this time
     expire_approvals: Callable[[], Awaitable[Sized]]  # those past their time; returns them
     prune: Prune
+    # The update check (executor.updates): posts its own event (kind "updates") and returns
+    # the run's result; None where the daemon has no Docker engine to check.
+    check_updates: Callable[[datetime], Awaitable[JobResult]] | None = None
     chain_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Checkpoints are written one at a time; the newest this process signed is kept in
     # memory too, so deleting the files does not make it sign a rewritten chain.
@@ -91,7 +95,7 @@ class JobResult:
 
 Job = Callable[[JobContext, datetime], Awaitable[JobResult]]
 FREQUENT_CHECKPOINT = "checkpoint-frequent"  # the job the append trigger runs every N entries
-Schedule = Callable[[ScheduleConfig, tzinfo], BaseTrigger]
+Schedule = Callable[[ScheduleConfig, tzinfo], BaseTrigger | None]  # None: the job is off
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +396,16 @@ async def approval_expiry(ctx: JobContext, now: datetime) -> JobResult:
     return JobResult(OK, f"{len(expired)} approvals expired", params={"expired": len(expired)})
 
 
+# -- updates --------------------------------------------------------------------------------------
+
+
+async def update_check(ctx: JobContext, now: datetime) -> JobResult:
+    """Ask the registries for updates of the allowlisted containers; the new ones go to the chat."""
+    if ctx.check_updates is None:
+        return JobResult(OK, "no update check: Docker is not configured")
+    return await ctx.check_updates(now)
+
+
 # -- the table of jobs --------------------------------------------------------------------------
 
 
@@ -420,6 +434,15 @@ def _expiry_interval(config: ScheduleConfig, tz: tzinfo) -> BaseTrigger:
     return IntervalTrigger(seconds=config.expiry_sweep_seconds, timezone=tz)
 
 
+def _update_check(config: ScheduleConfig, tz: tzinfo) -> BaseTrigger | None:
+    when = config.update_check
+    if when is None:
+        return None
+    if isinstance(when, Every):
+        return IntervalTrigger(seconds=when.seconds, timezone=tz)
+    return OrTrigger([CronTrigger(hour=t.hour, minute=t.minute, timezone=tz) for t in when])
+
+
 JOBS: tuple[JobSpec, ...] = (
     JobSpec("verify", "audit chain verification", verify, _daily("verify_at")),
     JobSpec("verify-watchdog", "verification watchdog", watchdog, _watchdog_interval, quiet=True),
@@ -429,4 +452,5 @@ JOBS: tuple[JobSpec, ...] = (
     JobSpec("daily-report", "daily audit report", daily_report, _daily("report_at")),
     JobSpec("weekly-report", "weekly audit report", weekly_report, _weekly),
     JobSpec("approval-expiry", "approval expiry", approval_expiry, _expiry_interval, quiet=True),
+    JobSpec("updates", "update check", update_check, _update_check),
 )

@@ -47,9 +47,12 @@ class Scheduler:
         grace = config.misfire_grace_hours * 3600
         self.aps: Any = AsyncIOScheduler(timezone=self.tz)
         for spec in jobs:
+            trigger = spec.schedule(config, self.tz)
+            if trigger is None:
+                continue  # switched off by its setting (run_job still runs it on demand)
             self.aps.add_job(
                 self._scheduled,
-                trigger=spec.schedule(config, self.tz),
+                trigger=trigger,
                 args=(spec.id,),
                 id=spec.id,
                 name=spec.title,

@@ -18,6 +18,7 @@ DESIGN_TABLE = {
     "status": (0, V, CONTAINER),
     "vm.status": (0, V, VM),
     "pending": (0, V, NONE),
+    "updates": (0, V, NONE),
     "audit": (0, AP, NONE),
     "verify": (0, AD, NONE),
     "logs": (1, OP, CONTAINER),

@@ -87,7 +87,7 @@ def names(policy: Policy, user: int | None) -> list[str]:
     return [entry.name for entry in allowed_actions(policy, user)]
 
 
-READS = ["help", "whoami", "status", "vm.status", "pending"]
+READS = ["help", "whoami", "status", "vm.status", "pending", "updates"]
 ACTS = ["logs", "restart", "start", "vm.start", "deploy", "rollback", "stop"]
 ACTS += ["vm.shutdown", "vm.reboot", "vm.snapshot"]
 

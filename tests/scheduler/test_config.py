@@ -100,7 +100,7 @@ def test_every_job_has_an_explicit_id_coalesces_and_never_doubles() -> None:
     # Only the config is read while jobs are added: no daemon needed.
     scheduler = Scheduler(config_only(config))
     jobs = {job.id: job for job in scheduler.aps.get_jobs()}
-    assert set(jobs) == {"verify", "verify-watchdog", "checkpoint", "checkpoint-frequent", "retention", "daily-report", "weekly-report", "approval-expiry"}
+    assert set(jobs) == {"verify", "verify-watchdog", "checkpoint", "checkpoint-frequent", "retention", "daily-report", "weekly-report", "approval-expiry", "updates"}
     for job in jobs.values():
         assert job.coalesce is True
         assert job.max_instances == 1
@@ -108,3 +108,37 @@ def test_every_job_has_an_explicit_id_coalesces_and_never_doubles() -> None:
     # Built twice (a restart in the same process): replaced, not duplicated.
     again = Scheduler(config_only(config))
     assert len(again.aps.get_jobs()) == len(jobs)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds_or_times"),
+    [("every 6h", 6 * 3600), ("Every 30m", 1800), ("every 1d", 86400), ("06:00, 18:30", ("06:00", "18:30"))],
+)
+def test_the_update_check_runs_every_so_often_or_at_times(value: str, seconds_or_times: object) -> None:
+    config = ScheduleConfig(timezone="UTC", update_check_at=value)
+    job = {job.id: job for job in Scheduler(config_only(config)).aps.get_jobs()}["updates"]
+    if isinstance(seconds_or_times, int):
+        assert job.trigger.interval.total_seconds() == seconds_or_times
+    else:
+        assert [f"{t.hour:02d}:{t.minute:02d}" for t in config.update_check] == list(seconds_or_times)  # type: ignore[union-attr]
+        assert len(job.trigger.triggers) == 2
+
+
+def test_an_update_check_set_off_is_not_scheduled() -> None:
+    config = ScheduleConfig(timezone="UTC", update_check_at="off")
+    assert "updates" not in {job.id for job in Scheduler(config_only(config)).aps.get_jobs()}
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("every 2m", 'WINGMAN_UPDATE_CHECK_AT: "every 2m" is too often: every 5m at the most'),
+        ("hourly", 'WINGMAN_UPDATE_CHECK_AT: "hourly" is not a schedule: give "every 6h", times like "06:00,18:00", or "off"'),
+        ("25:00", 'WINGMAN_UPDATE_CHECK_AT: "25:00" is not a schedule: give "every 6h", times like "06:00,18:00", or "off"'),
+        ("", 'WINGMAN_UPDATE_CHECK_AT: "" is not a schedule: give "every 6h", times like "06:00,18:00", or "off"'),
+    ],
+)
+def test_a_bad_update_check_schedule_is_one_line(value: str, reason: str) -> None:
+    with pytest.raises(ScheduleConfigError) as caught:
+        ScheduleConfig(update_check_at=value)
+    assert str(caught.value) == reason
