@@ -51,7 +51,7 @@ from executor.updates.registry import (
     registry_of,
 )
 from executor.updates.versions import UpdatePolicy, newest_tag, policy_of
-from policy.images import ImageReferenceError, parse_image_reference
+from policy.images import ImageReference, ImageReferenceError, parse_image_reference
 
 log = logging.getLogger(__name__)
 
@@ -163,15 +163,21 @@ class UpdateCheck:
         found = await self.driver.run(lambda api: _inspect_visible(api, visible))
         watched: list[Watched] = []
         for name, configured, labels, image_id, repo_digests in found:
-            if policy_of(labels, self.default_policy).policy is UpdatePolicy.OFF:
+            wanted = policy_of(labels, self.default_policy)
+            if wanted.policy is UpdatePolicy.OFF:
                 continue
-            try:
-                ref = parse_image_reference(configured)
-            except ImageReferenceError:
-                continue  # created from an image id: nothing names where it came from
+            if wanted.problem is not None:
+                report.problems.append(f"{name}: {wanted.problem}")
+            ref = _parsed(configured)
+            if (ref is None or ref.tag is None) and self.deployments is not None:
+                # A deploy creates from the image id or repo@digest it was bound to: the tag
+                # it was asked for is in its record.
+                asked = _parsed(await self.deployments.latest_tag(name, image_id))
+                if asked is not None and asked.tag is not None:
+                    ref = asked
+            if ref is None:
+                continue  # created from an image id by hand: nothing names where it came from
             tag = ref.tag
-            if tag is None and ref.digest is not None and self.deployments is not None:
-                tag = _tag_of(await self.deployments.latest_tag(name, image_id))  # a deploy by repo@digest
             if tag is None and ref.digest is None:
                 tag = "latest"
             digests = frozenset(d.partition("@")[2] for d in repo_digests if _same_repository(d.partition("@")[0], ref.repository))
@@ -324,11 +330,11 @@ def _same_repository(name: str, repository: str) -> bool:
         return False
 
 
-def _tag_of(requested: str | None) -> str | None:
-    if not requested:
+def _parsed(text: str | None) -> ImageReference | None:
+    if not text:
         return None
     try:
-        return parse_image_reference(requested).tag
+        return parse_image_reference(text)
     except ImageReferenceError:
         return None
 

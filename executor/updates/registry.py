@@ -282,7 +282,7 @@ class RegistryClient:
         if scheme.lower() == "basic":
             if credential is None or not credential.username:
                 raise RegistryProblem(registry, AUTH, f"asks for credentials and {self._file()} has none for it")
-            self._tokens[(registry, scope)] = aiohttp.BasicAuth(credential.username, credential.password or "").encode()
+            self._tokens[(registry, scope)] = aiohttp.encode_basic_auth(credential.username, credential.password or "")
             return
         if scheme.lower() != "bearer" or not params.get("realm"):
             raise RegistryProblem(registry, AUTH, "asks for an authentication it does not name (no Bearer realm)")
@@ -301,7 +301,7 @@ class RegistryClient:
         if credential is not None and credential.identity_token:
             method, data = "POST", {**query, "grant_type": "refresh_token", "client_id": "wingman", "refresh_token": credential.identity_token}
         elif credential is not None and credential.username:
-            headers["Authorization"] = aiohttp.BasicAuth(credential.username, credential.password or "").encode()
+            headers["Authorization"] = aiohttp.encode_basic_auth(credential.username, credential.password or "")
         url = realm if data is not None else f"{realm}{'&' if '?' in realm else '?'}{urlencode(query)}"
         status, answer, body, _ = await self._send(registry, token_endpoint, method, url, headers, data)
         if status in (401, 403):
