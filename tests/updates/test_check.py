@@ -54,6 +54,12 @@ async def check_now(harness: Harness) -> dict[str, Any]:
     return dict(reply.result)
 
 
+def start(resources: Resources, image: str, suffix: str, labels: dict[str, str] | None = None) -> None:
+    """A container of ``image``, with no network: an update check needs none (the registry is
+    the engine's and Wingman's to ask), and the test needs nothing of the default bridge."""
+    resources.container(image, suffix, labels=labels or {}, host_config=resources.api.create_host_config(network_mode="none"))
+
+
 def by_target(result: dict[str, Any]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for update in result["updates"]:
@@ -66,7 +72,7 @@ async def test_a_new_image_under_the_same_tag_is_announced_once_and_deploys_exac
 ) -> None:
     repository = registry.repository()
     running = registry.push(engine, resources, images.id("v1"), repository, "stable")
-    resources.container(f"{repository}:stable", "web")
+    start(resources, f"{repository}:stable", "web")
     pushed = registry.push(engine, resources, images.id("v2"), repository, "stable")  # same tag, new image
 
     assert await harness.daemon.scheduler.run_job("updates") is not None
@@ -131,7 +137,7 @@ async def test_version_tags_under_patch_minor_and_major_and_an_include_pattern(
         ("badregex", {"wingman.update": "major", "wingman.update.include": "1.(2"}),
         ("off", {"wingman.update": "off"}),
     ]:
-        resources.container(image, suffix, labels=labels)
+        start(resources, image, suffix, labels)
 
     result = await check_now(harness)
     name = resources.name
@@ -171,18 +177,18 @@ async def test_each_registry_that_fails_is_one_line_and_the_others_are_still_che
     # Fine: the plain registry, a new image under the running tag.
     fine = registry.repository()
     registry.push(engine, resources, images.id("v1"), fine, "1.0")
-    resources.container(f"{fine}:1.0", "fine")
+    start(resources, f"{fine}:1.0", "fine")
     new = registry.push(engine, resources, images.id("v2"), fine, "1.0")
     # Refused: the secure registry with a wrong password in WINGMAN_REGISTRY_AUTH.
     secured = secure_registry.repository()
     secure_registry.push(engine, resources, images.id("v1"), secured, "1.0")
-    resources.container(f"{secured}:1.0", "refused")
+    start(resources, f"{secured}:1.0", "refused")
     # Rate-limited: our front answers 429 once the image is pushed through it.
     front = Registry(rate_limiting_front.host)
     limited = front.repository()
     # In a thread: the front answers on this test's event loop, which must stay free meanwhile.
     await asyncio.to_thread(front.push, engine, resources, images.id("v1"), limited, "1.0")
-    resources.container(f"{limited}:1.0", "limited")
+    start(resources, f"{limited}:1.0", "limited")
     rate_limiting_front.limited = True
     # Stopped mid-check: a registry of its own, stopped when the check first asks it for tags.
     own = start_registry()
@@ -190,7 +196,7 @@ async def test_each_registry_that_fails_is_one_line_and_the_others_are_still_che
         stopping = own.repository()
         own.push(engine, resources, images.id("v1"), stopping, "1.0")
         for suffix in ("stopped1", "stopped2"):
-            resources.container(f"{stopping}:1.0", suffix, labels={"wingman.update": "minor"})
+            start(resources, f"{stopping}:1.0", suffix, {"wingman.update": "minor"})
         client_class = type("Stops", (StopsTheRegistry,), {"registry": own})
         harness.executor.updates.checker.client = client_class
 
