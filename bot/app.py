@@ -35,6 +35,7 @@ from bot.ratelimit import RateLimit
 from bot.reports import ReportBoard
 from bot.retry import RetryMiddleware
 from bot.settings import BotSettings
+from bot.updates import build_updates_router
 from process.lifecycle import run_until_signalled
 from process.settings import SettingsError
 
@@ -56,6 +57,7 @@ MENU = [
     BotCommand(command="deploy", description="deploy a new image (needs approval)"),
     BotCommand(command="rollback", description="back to the previous image (needs approval)"),
     BotCommand(command="pending", description="requests waiting for approval"),
+    BotCommand(command="updates", description="image updates ready to deploy"),
     BotCommand(command="vm", description="Proxmox VMs: status, start, shutdown, snapshot"),
     BotCommand(command="audit", description="the latest audit entries"),
     BotCommand(command="whoami", description="your id and role"),
@@ -206,6 +208,7 @@ class BotApp:
         self.dispatcher.callback_query.outer_middleware(ChatGate(settings.chat_id))
         self.rate_limit = RateLimit()
         self.dispatcher.message.middleware(self.rate_limit)
+        self.dispatcher.include_router(build_updates_router(clock))  # before the commands: /updates asks every host
         self.dispatcher.include_router(build_router())
         # One pump per executor: a host that is down delays no other host's notifications.
         reports = ReportBoard(self.fleet.names) if self.fleet.many else None

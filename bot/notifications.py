@@ -31,6 +31,7 @@ from bot.handlers import approval_keyboard, send_text
 from bot.pictures import WEEKLY_KIND, PictureBoard, send_weekly, weeks_of
 from bot.quiet import Clock, Held, QuietHours, Waiting, digest_text
 from bot.reports import REPORT_KINDS, ReportBoard
+from bot.updates import notification as updates_notification
 from executor.client import ExecutorClient, ExecutorUnreachable, OutboxRefused
 
 log = logging.getLogger("wingman.bot")
@@ -107,6 +108,7 @@ class NotificationPump:
         self.idle = True  # waiting on the executor, not half-way through showing a batch
         self.trouble: str | None = None  # what keeps notifications from flowing, in one line
         self.held = held if held is not None else Held(quiet, clock)  # shared by the bot's pumps
+        self._clock = clock
         self._poll_wait = poll_wait
         self._after = 0  # the last event handled: while holding, polls ask for newer ones only
 
@@ -245,6 +247,10 @@ class NotificationPump:
             if self.pictures is not None:
                 return await self.pictures.show(self.bot, chat, weeks[0])  # the hosts' weeks in one picture
             return await send_weekly(self.bot, chat, weeks)  # one photo with its caption
+        if kind == "updates" and isinstance(payload.get("updates"), list):
+            # A scheduled update check: one message, a Deploy button per update (bot.updates).
+            text, markup = updates_notification(payload, self.host, now=self._clock())
+            return (await send_text(self.bot, chat, text, name=kind, reply_markup=markup)).message_id
         if "approval" not in payload:
             if self.reports is not None and self.host is not None and kind in REPORT_KINDS:
                 return await self.reports.show(self.bot, chat, kind, self.host, notice_text(payload, kind))
