@@ -49,6 +49,15 @@ def job_context(executor: Executor, engine: AsyncEngine, config: ScheduleConfig)
             summary += f"; {len(report.problems)} problems: " + "; ".join(report.problems)
         return JobResult(ALERT if report.problems else OK, summary[:1000], None, params)
 
+    async def pending_updates() -> list[dict[str, Any]]:
+        if executor.updates is None:
+            return []
+        return [
+            {**stored.update.as_json(), "announced_at": int(stored.announced_at or 0)}
+            for stored in await executor.updates.pending()
+            if container_visible(executor.policy, stored.update.target)  # the allowlist may have narrowed since
+        ]
+
     return JobContext(
         audit=executor.audit,
         audit_key=executor.audit_key,
@@ -63,6 +72,7 @@ def job_context(executor: Executor, engine: AsyncEngine, config: ScheduleConfig)
         expire_approvals=executor.expire_due,
         prune=prune,
         check_updates=check_updates,
+        pending_updates=pending_updates,
     )
 
 

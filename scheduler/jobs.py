@@ -71,6 +71,9 @@ class JobContext:
     # The update check (executor.updates): posts its own event (kind "updates") and returns
     # the run's result; None where the daemon has no Docker engine to check.
     check_updates: Callable[[datetime], Awaitable[JobResult]] | None = None
+    # Updates announced and not deployed, for the weekly report to recall: each as in the
+    # "updates" event (executor.protocol) plus "announced_at"; None: no update checks here.
+    pending_updates: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
     chain_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Checkpoints are written one at a time; the newest this process signed is kept in
     # memory too, so deleting the files does not make it sign a rewritten chain.

@@ -33,6 +33,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import os
 import ssl
 import urllib.request
 from collections.abc import Mapping
@@ -270,6 +271,10 @@ class RegistryClient:
                 self._endpoints[registry] = plain
                 return await self._send(registry, plain, method, plain.base + url[len(endpoint.base):], headers, data)
             raise RegistryProblem(registry, UNREACHABLE, f"TLS failed: {_short(exc)}") from None
+        except aiohttp.ClientConnectorError as exc:
+            failure = exc.os_error
+            why = os.strerror(failure.errno) if failure.errno else _short(failure)
+            raise RegistryProblem(registry, UNREACHABLE, f"cannot be reached ({why})") from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             reason = "did not answer in time" if isinstance(exc, asyncio.TimeoutError) else f"cannot be reached ({_short(exc)})"
             raise RegistryProblem(registry, UNREACHABLE, reason) from None

@@ -97,6 +97,10 @@ async def test_a_new_image_under_the_same_tag_is_announced_once_and_deploys_exac
     ]
     assert entries[1].params["updates"] == [{"id": update["id"], "target": web, "reference": update["reference"]}]
 
+    # Announced and not deployed: the weekly report's recall finds it.
+    pending = harness.daemon.scheduler.context.pending_updates
+    assert [{**u, "announced_at": 0} for u in await pending()] == [{**update, "announced_at": 0}]
+
     # The Deploy button reads the update back by id, then asks for an ordinary deploy of its reference.
     client = harness.client()
     one = await client.call(VIEWER, "updates", {"id": update["id"]})
@@ -117,6 +121,7 @@ async def test_a_new_image_under_the_same_tag_is_announced_once_and_deploys_exac
     assert [u["new_digest"] for u in after["updates"]] != [pushed]
     gone = await client.call(VIEWER, "updates", {"id": update["id"]})
     assert gone.result["state"] == "gone"
+    assert update["id"] not in [u["id"] for u in await pending()]
 
 
 async def test_version_tags_under_patch_minor_and_major_and_an_include_pattern(
@@ -214,9 +219,13 @@ async def test_each_registry_that_fails_is_one_line_and_the_others_are_still_che
     assert "rate-limited the check (HTTP 429); ratelimit-remaining: 0;w=21600" in by_host[rate_limiting_front.host]
     assert "cannot be reached" in by_host[own.host] and "(2 of 2 containers not checked)" in by_host[own.host]
 
+    # The same problems again at the next check: nothing new to tell, no message.
+    assert await harness.daemon.scheduler.run_job("updates") is not None
+    assert await updates_events(harness) == []
+
     # The run is audited as an alert naming the problems; no secret anywhere.
-    run = [e for e in await harness.executor.audit.tail(10) if e.action == "scheduler.updates"][-1]
-    assert run.decision == "alert" and run.params["problems"] == announced["problems"]
+    run = [e for e in await harness.executor.audit.tail(10) if e.action == "scheduler.updates"][-1]  # the second run
+    assert run.decision == "alert" and {p.partition(": ")[0] for p in run.params["problems"]} == set(by_host)
     rows = json.dumps([e.__dict__ if hasattr(e, "__dict__") else str(e) for e in await harness.executor.audit.tail(200)], default=str)
     for secret in (wrong, PASSWORD):
         assert secret not in rows
