@@ -80,6 +80,15 @@ class AuditEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditPage:
+    """Entries of one page of the trail, oldest first, and whether there is more either side."""
+
+    entries: list[AuditEntry]
+    older: bool
+    newer: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Head:
     chain_id: str
     seq: int
@@ -396,6 +405,32 @@ class AuditStore:
             raise unavailable(self.url, exc) from None
         return [AuditEntry.from_row(tuple(row)) for row in reversed(rows)]
 
+    async def page(self, n: int, *, before: int | None = None, after: int | None = None) -> AuditPage:
+        """``n`` entries, oldest first: the newest ones, those just before seq ``before``, or
+        those just after seq ``after``; with whether older and newer entries exist."""
+        query = select(*ROW_COLUMNS)
+        if after is not None:
+            query = query.where(audit_log.c.seq > after).order_by(audit_log.c.seq.asc())
+        else:
+            if before is not None:
+                query = query.where(audit_log.c.seq < before)
+            query = query.order_by(audit_log.c.seq.desc())
+        try:
+            async with self._reader_engine.connect() as conn:
+                rows = (await conn.execute(query.limit(max(n, 0)))).all()
+                entries = [AuditEntry.from_row(tuple(row)) for row in rows]
+                if after is None:
+                    entries.reverse()
+                if entries:
+                    older = await _exists(conn, audit_log.c.seq < entries[0].seq)
+                    newer = await _exists(conn, audit_log.c.seq > entries[-1].seq)
+                else:  # nothing on that side: the way back is the one that may lead somewhere
+                    older = after is not None and await _exists(conn, audit_log.c.seq <= after)
+                    newer = before is not None and await _exists(conn, audit_log.c.seq >= before)
+        except (SQLAlchemyError, OSError) as exc:
+            raise unavailable(self.url, exc) from None
+        return AuditPage(entries, older, newer)
+
     @contextlib.asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Snapshot]:
         """A consistent read view: the head and the rows as of one moment."""
@@ -424,6 +459,10 @@ class AuditStore:
         async with self._writer_engine.begin() as conn:
             result = await conn.execute(delete(audit_log).where(audit_log.c.seq <= last_seq))
         return int(result.rowcount or 0)
+
+
+async def _exists(conn: AsyncConnection, condition: Any) -> bool:
+    return (await conn.execute(select(audit_log.c.seq).where(condition).limit(1))).first() is not None
 
 
 class Snapshot:

@@ -146,11 +146,19 @@ class Fleet:
         return HostDown(host.down_since, reason)
 
     async def call(
-        self, host: Host, user_id: int | None, action: str, args: dict[str, Any] | None = None, chat: dict[str, Any] | None = None
+        self,
+        host: Host,
+        user_id: int | None,
+        action: str,
+        args: dict[str, Any] | None = None,
+        chat: dict[str, Any] | None = None,
+        *,
+        display_name: str | None = None,
     ) -> Reply:
-        """One signed request to ``host``; ``ExecutorUnreachable`` when nobody answers."""
+        """One signed request to ``host``; ``ExecutorUnreachable`` when nobody answers.
+        ``display_name``: how the user appears in the chat (the request's display name)."""
         try:
-            reply = await host.client.call(user_id, action, args, chat)
+            reply = await host.client.call(user_id, action, args, chat, display_name=display_name)
         except ExecutorUnreachable as exc:
             self.not_answering(host, str(exc))
             raise
@@ -195,9 +203,12 @@ class Fleet:
         chat: dict[str, Any] | None = None,
         *,
         timeout: float | None = None,
+        display_name: str | None = None,
     ) -> list[Answer[Reply]]:
         """The same request, signed for each host, to every host at once."""
-        return await self.each(lambda host: host.client.call(user_id, action, args, chat), timeout=timeout)
+        return await self.each(
+            lambda host: host.client.call(user_id, action, args, chat, display_name=display_name), timeout=timeout
+        )
 
     async def close(self) -> None:
         for host in self.hosts:

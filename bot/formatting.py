@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from bot.people import Names
 from bot.ratelimit import limit_line
 
 TEXT_LIMIT = 4096
@@ -103,19 +104,20 @@ def approval_text(
     needed = approval.get("approvals_needed", 1)
     approved_by = approval.get("approved_by") or []
     state = str(approval.get("state", "pending"))
+    people = Names(approval.get("names"))
     lines = [
         f"🔐 <b>Request {esc(on_host(approval.get('id'), host))}</b> (tier {esc(approval.get('tier'))})",
         describe_request(str(approval.get("action")), dict(approval.get("args") or {}), host),
-        f"Requested by {code(approval.get('requester'))}",
+        f"Requested by {people.show(approval.get('requester'))}",
     ]
     if state == "pending":
         count = f"{len(approved_by)} of {needed}" if needed > 1 else "1 approver"
         factor = ", each with a one-time code" if approval.get("code_required") else ""
         lines.append(f"Needs {count}, not the requester{factor} · expires {_time(approval.get('expires_at'))}")
     elif approved_by:
-        lines.append("Approved by " + ", ".join(code(a) for a in approved_by))
+        lines.append("Approved by " + ", ".join(people.show(a) for a in approved_by))
     if state in ("rejected",) and approval.get("decided_by"):
-        lines.append(f"{STATE_LINES[state]} by {code(approval['decided_by'])}")
+        lines.append(f"{STATE_LINES[state]} by {people.show(approval['decided_by'])}")
     else:
         lines.append(STATE_LINES.get(state, esc(state)))
     if progress is not None and state in ("approved", "running"):
@@ -289,10 +291,11 @@ def _pending(result: dict[str, Any], host: str | None = None) -> str:
     if not approvals:
         return "Nothing is waiting for approval."
     lines = ["<b>Waiting for approval</b>"]
+    people = Names.merged(a.get("names") for a in approvals)
     for a in approvals:
         lines.append(
             f"{code(on_host(a.get('id'), host))} {describe_request(str(a.get('action')), dict(a.get('args') or {}), host)} "
-            f"by {code(a.get('requester'))}, expires {_time(a.get('expires_at'))}"
+            f"by {people.show(a.get('requester'))}, expires {_time(a.get('expires_at'))}"
         )
     return "\n".join(lines)
 
@@ -300,12 +303,20 @@ def _pending(result: dict[str, Any], host: str | None = None) -> str:
 def _audit(result: dict[str, Any]) -> str:
     entries = result.get("entries") or []
     if not entries:
+        if result.get("older") or result.get("newer"):
+            return "No entries on this side any more; go the other way."
         return "The audit log is empty."
+    people = Names(result.get("names"))
+    # A page is one message whatever its entries say (its buttons edit it in place): each
+    # line gets its share of Telegram's limit, longer ones are cut with "…".
+    width = max(60, (TEXT_LIMIT - 200) // len(entries))
     lines = []
     for e in entries:
-        target = f" {esc(e.get('target'))}" if e.get("target") else ""
-        outcome = f" → {esc(e.get('outcome'))}" if e.get("outcome") else ""
-        lines.append(f"{esc(e.get('seq'))} {esc(str(e.get('ts'))[:19])} {esc(e.get('actor'))} {esc(e.get('action'))}{target} [{esc(e.get('decision'))}]{outcome}")
+        target = f" {e.get('target')}" if e.get("target") else ""
+        outcome = f" → {e.get('outcome')}" if e.get("outcome") else ""
+        line = f"{e.get('seq')} {str(e.get('ts'))[:19]} {people.plain(e.get('actor'))} {e.get('action')}{target} [{e.get('decision')}]{outcome}"
+        line = " ".join(line.split())  # an outcome's own line breaks would break the page's lines
+        lines.append(esc(line if len(line) <= width else line[: width - 1] + "…"))
     return "<pre>" + "\n".join(lines) + "</pre>"
 
 

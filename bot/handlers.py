@@ -29,8 +29,11 @@ from aiogram.types import (
     TelegramObject,
 )
 
+from bot import audit_pages
 from bot.formatting import as_plain, code, esc, fits, reply_text
 from bot.fleet import Fleet, Host
+from bot.log_files import send_log_file
+from bot.people import display_name
 from bot.formatting import HostReply, grouped_text, host_header, hosts_text, on_host
 from bot.routing import SLOW, Route, UnknownHost, on, route
 from executor.client import ExecutorUnreachable, Reply
@@ -241,6 +244,22 @@ def chat_context(message: Message) -> dict[str, Any]:
     return {"chat_id": message.chat.id, "private": message.chat.type == "private", "message_id": message.message_id}
 
 
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """A command's answer as the chat shows it: text (with its buttons, if any), or a
+    ``logs`` result too long for one message, sent as a file."""
+
+    text: str
+    markup: InlineKeyboardMarkup | None = None
+    log_file: dict[str, Any] | None = None
+
+
+async def show(bot: Bot, chat_id: int, shown: Shown, *, name: str, reply_to: int | None) -> Message:
+    if shown.log_file is not None:
+        return await send_log_file(bot, chat_id, shown.log_file, reply_to=reply_to)
+    return await send_text(bot, chat_id, shown.text, name=name, reply_to=reply_to, reply_markup=shown.markup)
+
+
 async def send_text(
     bot: Bot, chat_id: int, text: str, *, name: str = "reply", reply_to: int | None = None, **kwargs: Any
 ) -> Message:
@@ -307,7 +326,9 @@ def build_router() -> Router:
             names = ", ".join(labels[:-1]) + " and " + labels[-1]
             await answer(f"{code(where.target)} is on {esc(names)}: which one?", reply_markup=host_keyboard(where.choices))
             return
-        await answer(await run(fleet, user.id, where, chat_context(message)))
+        shown = await run(fleet, user.id, where, chat_context(message), display_name(user))
+        name = f"{parsed.action}-{parsed.args.get('target', '')}".strip("-").replace("/", "_")
+        await show(bot, message.chat.id, shown, name=name, reply_to=message.message_id)
 
     @router.callback_query(HostChoice.filter())
     async def on_choice(query: CallbackQuery, callback_data: HostChoice, fleet: Fleet, bot: Bot) -> None:
@@ -336,8 +357,8 @@ def build_router() -> Router:
                 text=f"{question.html_text} → <b>{esc(host.label)}</b>", chat_id=question.chat.id, message_id=question.message_id
             )
         where = Route(parsed.action, parsed.args, [host])
-        text = await run(fleet, query.from_user.id, where, chat_context(original))
-        await send_text(bot, original.chat.id, text, name=parsed.action, reply_to=original.message_id)
+        shown = await run(fleet, query.from_user.id, where, chat_context(original), display_name(query.from_user))
+        await show(bot, original.chat.id, shown, name=parsed.action, reply_to=original.message_id)
 
     @router.callback_query(ApprovalButton.filter())
     async def on_button(query: CallbackQuery, callback_data: ApprovalButton, fleet: Fleet, bot: Bot) -> None:
@@ -351,7 +372,9 @@ def build_router() -> Router:
             await query.answer("This button is for an executor this bot does not serve now; see /pending.", show_alert=True)
             return
         try:
-            reply = await fleet.call(host, query.from_user.id, action, {"id": callback_data.id}, chat)
+            reply = await fleet.call(
+                host, query.from_user.id, action, {"id": callback_data.id}, chat, display_name=display_name(query.from_user)
+            )
         except ExecutorUnreachable as exc:
             log.error("%s", exc)
             who = f"{host.label} is" if fleet.many else "The executor is"
@@ -369,6 +392,8 @@ def build_router() -> Router:
         refused = reply.status not in ("done", "pending")
         text = reply.reason[:190] if refused else _tap_answer(callback_data.op, reply.reason)
         await query.answer(text, show_alert=refused)
+
+    router.include_router(audit_pages.build_router())
 
     @router.message(F.text.startswith("/"))
     async def on_unknown(message: Message) -> None:
@@ -392,24 +417,34 @@ def _tap_answer(op: str, reason: str) -> str:
     return {"reject": "Rejected.", "cancel": "Cancelled."}.get(op, reason[:190])
 
 
-async def run(fleet: Fleet, user_id: int, where: Route, chat: dict[str, Any]) -> str:
-    """Send a routed command to its host (or every host at once) and word the answer."""
+async def run(fleet: Fleet, user_id: int, where: Route, chat: dict[str, Any], shown_as: str | None = None) -> Shown:
+    """Send a routed command to its host (or every host at once) and word the answer;
+    ``shown_as`` is how the user appears in the chat (``bot.people.display_name``)."""
     if where.everywhere:
         timeout = fleet.request_timeout if where.action in SLOW else None
-        answers = await fleet.call_each(user_id, where.action, where.args, chat, timeout=timeout)
+        answers = await fleet.call_each(user_id, where.action, where.args, chat, timeout=timeout, display_name=shown_as)
         replies = [a.value for a in answers if a.value is not None]
         if replies and all(r.status in ("denied", "refused") for r in replies) and len({r.reason for r in replies}) == 1:
-            return f"❌ {esc(replies[0].reason)}"  # e.g. a stranger: one short refusal, no list of hosts
-        return grouped_text(where.action, [_host_reply(a.host, a.value, a.down.line if a.down else None) for a in answers])
+            return Shown(f"❌ {esc(replies[0].reason)}")  # e.g. a stranger: one short refusal, no list of hosts
+        text = grouped_text(where.action, [_host_reply(a.host, a.value, a.down.line if a.down else None) for a in answers])
+        markup = None
+        if where.action == "audit":  # a row of page buttons per host that answered
+            markup = audit_pages.hosts_keyboard([(a.host.label, a.value.result) for a in answers if a.value is not None and a.value.status == "done"])
+        return Shown(text, markup)
     [host] = where.hosts
     label = host.label if fleet.many else None
     try:
-        reply = await fleet.call(host, user_id, where.action, where.args, chat)
+        reply = await fleet.call(host, user_id, where.action, where.args, chat, display_name=shown_as)
     except ExecutorUnreachable as exc:
         log.error("%s", exc)
-        return UNREACHABLE if label is None else f"⚠️ {esc(label)} is not answering right now; nothing was done. Try again in a minute."
+        return Shown(UNREACHABLE if label is None else f"⚠️ {esc(label)} is not answering right now; nothing was done. Try again in a minute.")
     text = reply_text(where.action, reply.status, reply.reason, reply.result, label)
-    return text if label is None or reply.status == "pending" else host_header(label) + text
+    text = text if label is None or reply.status == "pending" else host_header(label) + text
+    if reply.status == "done" and where.action == "logs" and not fits(text):
+        return Shown(text, log_file=reply.result)
+    if reply.status == "done" and where.action == "audit":
+        return Shown(text, audit_pages.audit_keyboard(reply.result, label or ""))
+    return Shown(text)
 
 
 def _host_reply(host: Host, reply: Reply | None, down: str | None) -> HostReply:

@@ -21,6 +21,7 @@ from audit.verify import VerifyReport
 from executor.approvals import Approval, Approvals
 from executor.deploy import Deployer, DeployResult, check_image_reference
 from executor.docker_driver import LOG_LINES_DEFAULT, LOG_LINES_MAX, DockerDriver
+from executor.people import People
 from executor.pinning import ImagePin
 from executor.progress import Progress, format_duration, no_progress
 from executor.errors import Refused, Unavailable
@@ -48,6 +49,7 @@ class ActionContext:
     deployer: Deployer | None = None
     proxmox: ProxmoxDriver | None = None
     updates: UpdateWatch | None = None
+    people: People | None = None  # the display names last seen, for showing entries by name
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,17 +106,33 @@ def _count(value: Any, default: int, maximum: int, name: str) -> int:
     return value
 
 
+def _position(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise Refused(f"{name} must be an entry's number (a whole number from 0)")
+    return value
+
+
 async def audit_tail(context: ActionContext, call: Call) -> Result:
+    """A page of the trail: the newest ``n`` entries, or the ``n`` just before seq ``before``
+    (older) or just after seq ``after`` (newer); with the display names of the people in it."""
     n = _count(call.args.get("n"), AUDIT_TAIL_DEFAULT, AUDIT_TAIL_MAX, "n")
-    entries = await context.audit.tail(n)
+    before, after = _position(call.args.get("before"), "before"), _position(call.args.get("after"), "after")
+    if before is not None and after is not None:
+        raise Refused("give before or after, not both")
+    page = await context.audit.page(n, before=before, after=after)
     listed = [
         {
             "seq": e.seq, "ts": e.ts, "actor": e.actor, "action": e.action, "target": e.target,
             "decision": e.decision, "outcome": e.outcome,
         }
-        for e in entries
+        for e in page.entries
     ]  # fmt: skip
-    return Result(f"the newest {len(listed)} audit entries", {"entries": listed})
+    names = await context.people.names(e.actor for e in page.entries) if context.people is not None else {}
+    data = {"entries": listed, "older": page.older, "newer": page.newer, "n": n, "names": names}
+    which = "older" if before is not None else "newer" if after is not None else "newest"
+    return Result(f"{len(listed)} {which} audit entries", data)
 
 
 async def verify(context: ActionContext, call: Call) -> Result:

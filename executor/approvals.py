@@ -8,7 +8,9 @@ wins the move to ``approved`` and runs the action; an approval never leaves a fi
 
 The binding: when an approval is made, the executor signs what it is bound to (id, action,
 target, arguments, requester, chat, tier, approvals needed, times, request id) with its
-audit key, and stores ``ed25519:<kid>:<signature>`` in ``binding``. Every load checks the
+audit key, and stores ``ed25519:<kid>:<signature>`` in ``binding``; the requester's display
+name is bound too when the request carried one, so the name an approver reads is the one
+the requester's signed request carried. Every load checks the
 signature (``Approval.intact``); a vote on, or a run of, an approval whose stored row no
 longer matches its signature is refused, so someone who can write the database but does
 not hold the audit key cannot change what an approver sees or what runs. Rows from before
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import and_, insert, select, update
@@ -47,8 +49,13 @@ BOUND_COLUMNS = (
 
 
 def _bound_message(row: dict[str, Any]) -> bytes:
-    """The bytes the binding signs: the stored columns, as stored (times as repr text: no floats)."""
+    """The bytes the binding signs: the stored columns, as stored (times as repr text: no floats).
+
+    The requester's name is in them only when there is one, so rows from before names were
+    kept still verify, and a name removed from or added to a row breaks its signature."""
     document = {k: repr(float(row[k])) if k in ("created_at", "expires_at") else row[k] for k in BOUND_COLUMNS}
+    if row.get("requester_name") is not None:
+        document["requester_name"] = row["requester_name"]
     return BINDING_PURPOSE + canonical_json(document).encode("utf-8")
 
 
@@ -89,6 +96,9 @@ class Approval:
     request_id: str
     votes: tuple[str, ...] = ()
     intact: bool = False  # the stored row still carries the executor's signature (checked at load)
+    # How the people above appeared in the chat ("tg:1001" → "@alice"), for display only:
+    # the requester's (bound), each voter's, and whoever rejected or cancelled.
+    names: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +115,7 @@ class Approval:
             "expires_at": self.expires_at,
             "decided_by": self.decided_by,
             "result": self.result,
+            "names": dict(self.names),
         }
 
 
@@ -137,6 +148,7 @@ class Approvals:
         request_id: str,
         now: float,
         ttl: float,
+        requester_name: str | None = None,
     ) -> Approval:
         approval_id = secrets.token_hex(6)
         row = {
@@ -152,6 +164,7 @@ class Approvals:
             "created_at": now,
             "expires_at": now + ttl,
             "request_id": request_id,
+            "requester_name": requester_name,
         }
         row["binding"] = sign_binding(self.key, row)
         async with self.engine.begin() as conn:
@@ -178,12 +191,12 @@ class Approvals:
             return None
         voters = (
             await conn.execute(
-                select(approval_votes.c.approver)
+                select(approval_votes.c.approver, approval_votes.c.approver_name)
                 .where(approval_votes.c.approval_id == approval_id)
                 .order_by(approval_votes.c.at, approval_votes.c.approver)
             )
-        ).scalars()
-        return _approval(row, tuple(voters), self.key)
+        ).all()
+        return _approval(row, tuple((v.approver, v.approver_name) for v in voters), self.key)
 
     async def pending(self, now: float) -> list[Approval]:
         async with self.engine.connect() as conn:
@@ -217,6 +230,7 @@ class Approvals:
         *,
         code_required: Callable[[Approval], bool] = lambda approval: False,
         code: CodeCheck | None = None,
+        approver_name: str | None = None,
     ) -> Vote:
         """Count ``approver``'s approval; ``check`` applies policy to the approval as stored.
 
@@ -246,7 +260,9 @@ class Approvals:
                     return Vote(approval, "refused", refusal, factor, code_required=refusal == MISSING)
             else:
                 factor = "none"  # a code given where none is needed is neither checked nor spent
-            await conn.execute(insert(approval_votes).values(approval_id=approval_id, approver=approver, at=now))
+            await conn.execute(
+                insert(approval_votes).values(approval_id=approval_id, approver=approver, at=now, approver_name=approver_name)
+            )
             votes = approval.votes + (approver,)
             if len(votes) < approval.approvals_needed:
                 reason = f"approval {len(votes)} of {approval.approvals_needed} counted"
@@ -257,7 +273,15 @@ class Approvals:
             return Vote(updated, "closed", "this request was already decided", factor)
         return Vote(updated, "approved", "approved", factor)
 
-    async def decide(self, approval_id: str, actor: str, to_state: str, now: float, check: Callable[[Approval], tuple[bool, str]]) -> Vote:
+    async def decide(
+        self,
+        approval_id: str,
+        actor: str,
+        to_state: str,
+        now: float,
+        check: Callable[[Approval], tuple[bool, str]],
+        actor_name: str | None = None,
+    ) -> Vote:
         """Reject (by an approver) or cancel (by the requester) a pending approval."""
         async with self.engine.begin() as conn:
             approval, refusal = await self._open_for_decision(conn, approval_id, now)
@@ -267,7 +291,7 @@ class Approvals:
             allowed, reason = check(approval)
             if not allowed:
                 return Vote(approval, "refused", reason)
-            won = await _move(conn, approval_id, PENDING, to_state, now, decided_by=actor)
+            won = await _move(conn, approval_id, PENDING, to_state, now, decided_by=actor, decided_by_name=actor_name)
             updated = await self._load(conn, approval_id)
         if not won:
             return Vote(updated, "closed", "this request was already decided")
@@ -316,11 +340,12 @@ async def _move(
     now: float,
     *,
     decided_by: str | None = None,
+    decided_by_name: str | None = None,
     result: str | None = None,
 ) -> bool:
     values: dict[str, Any] = {"state": to_state}
     if decided_by is not None:
-        values.update(decided_by=decided_by, decided_at=now)
+        values.update(decided_by=decided_by, decided_at=now, decided_by_name=decided_by_name)
     if result is not None:
         values["result"] = result
     outcome = await conn.execute(
@@ -329,8 +354,13 @@ async def _move(
     return outcome.rowcount == 1
 
 
-def _approval(row: Row[Any], votes: tuple[str, ...], key: SigningKey) -> Approval:
+def _approval(row: Row[Any], votes: tuple[tuple[str, str | None], ...], key: SigningKey) -> Approval:
     m = row._mapping
+    names = {voter: name for voter, name in votes if name}
+    if m["decided_by_name"] and m["decided_by"] and "," not in m["decided_by"]:
+        names[m["decided_by"]] = m["decided_by_name"]
+    if m["requester_name"]:
+        names[m["requester"]] = m["requester_name"]  # the bound name wins
     return Approval(
         id=m["id"],
         action=m["action"],
@@ -348,6 +378,7 @@ def _approval(row: Row[Any], votes: tuple[str, ...], key: SigningKey) -> Approva
         decided_at=m["decided_at"],
         result=m["result"],
         request_id=m["request_id"],
-        votes=votes,
+        votes=tuple(voter for voter, _ in votes),
         intact=binding_holds(key, dict(m)),
+        names=names,
     )

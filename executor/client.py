@@ -128,13 +128,21 @@ class ExecutorClient:
             raise ExecutorUnreachable(f"the executor at {self.socket_path} is not answering ({exc})") from None
 
     async def call(
-        self, user_id: int | None, action: str, args: dict[str, Any] | None = None, chat: dict[str, Any] | None = None
+        self,
+        user_id: int | None,
+        action: str,
+        args: dict[str, Any] | None = None,
+        chat: dict[str, Any] | None = None,
+        *,
+        display_name: str | None = None,
     ) -> Reply:
-        """Sign and send one request for ``user_id`` (None: the client itself)."""
+        """Sign and send one request for ``user_id`` (None: the client itself); ``display_name``
+        is how the user appeared in the chat (the ``display_name`` claim, display only)."""
         audience = await self.audience()
-        return await self.send_token(
-            make_token(self._key, audience=audience, user_id=user_id, action=action, args=args, chat=chat)
+        token = make_token(
+            self._key, audience=audience, user_id=user_id, action=action, args=args, chat=chat, display_name=display_name
         )
+        return await self.send_token(token)
 
     async def poll(self, *, wait: float = 25.0, limit: int = 100, after: int = 0) -> list[dict[str, Any]]:
         """The notifications waiting (those with ids above ``after``); raises

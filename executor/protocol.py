@@ -32,6 +32,17 @@ Request
       ``sub`` the human the request is for, ``"tg:<telegram user id>"``, or ``"bot"`` for
       the client's own ``outbox.*`` calls;
       ``req`` the request itself: ``{"action": str, "args": {...}, "chat": {...}}``.
+    One optional claim: ``display_name``, how the human appeared in the chat, for display only
+    (``"@alice"``, the Telegram username with its ``@``, or the first name when there is
+    no username). It is 1 to 64 characters: either ``@`` and a Telegram username (5 to 32
+    letters, digits and ``_``), or printable text that does not start with ``@`` (so a
+    first name cannot pass for somebody's username) and holds no control or format
+    character (no right-to-left override, no zero-width joiner). A token whose ``display_name``
+    breaks these rules is refused ``bad_request``, never truncated: the client shortens a
+    long name before it signs (the bot cuts it to 63 characters and ``…``). The
+    executor keeps the name beside the id where it stores people (approvals, votes, the
+    names it last saw); the id in ``sub`` stays the identity, the audit records the id
+    alone, and a client shows the name escaped like any text a user chose.
     Because the request travels inside the signed claims, changing any byte of it breaks
     the signature.
 
@@ -114,6 +125,7 @@ import base64
 import re
 import secrets
 import time
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,6 +158,12 @@ COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")  # a
 JTI_PATTERN = re.compile(r"[0-9a-f]{32}")
 SUB_PATTERN = re.compile(r"tg:([0-9]{1,20})|bot")
 ACTION_PATTERN = re.compile(r"[a-z][a-z.]{0,31}")
+NAME_MAX = 64
+USERNAME_PATTERN = re.compile(r"@[A-Za-z0-9_]{5,32}")
+NAME_RULE = (
+    "display_name must be @ and a Telegram username, or 1 to 64 printable characters not starting with @ "
+    "(the display name the client saw)"
+)
 
 PROTOCOL_ACTIONS = ("approval.approve", "approval.reject", "approval.cancel", "outbox.poll", "outbox.ack")
 
@@ -203,6 +221,7 @@ class Request:
     action: str
     args: dict[str, Any]
     chat: dict[str, Any] = field(default_factory=dict)
+    display_name: str | None = None  # how the human appeared in the chat: display only, never identity
 
     @property
     def actor(self) -> str:
@@ -220,9 +239,10 @@ def make_token(
     now: float | None = None,
     lifetime: int = 30,
     issuer: str = ISSUER,
+    display_name: str | None = None,
 ) -> str:
     """A signed request token, as the bot makes one; ``audience`` is ``audience_for(name)``
-    of the executor it is for."""
+    of the executor it is for, ``display_name`` the optional ``display_name`` claim."""
     issued = int(time.time() if now is None else now)
     claims = {
         "iss": issuer,
@@ -234,7 +254,21 @@ def make_token(
         "sub": "bot" if user_id is None else f"tg:{user_id}",
         "req": {"action": action, "args": dict(args or {}), "chat": dict(chat or {})},
     }
+    if display_name is not None:
+        claims["display_name"] = display_name
     return jwt.encode(claims, key.private, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "JWT"})
+
+
+def valid_name(name: object) -> bool:
+    """Whether ``name`` is a display name the ``display_name`` claim admits (see the module docstring)."""
+    if not isinstance(name, str) or not 1 <= len(name) <= NAME_MAX:
+        return False
+    if name.startswith("@"):
+        return USERNAME_PATTERN.fullmatch(name) is not None
+    if not name.strip():
+        return False
+    # Category C: control, format (bidi overrides, zero-width), unassigned, private use, surrogates.
+    return not any(unicodedata.category(char).startswith("C") for char in name)
 
 
 def _canonical(encoded: str) -> bool:
@@ -387,4 +421,7 @@ class TokenVerifier:
         if not isinstance(args, dict) or not isinstance(chat, dict):
             raise TokenRejected("req.args and req.chat must be objects", status="bad_request")
         user_id = int(match.group(1)) if match.group(1) else None
-        return Request(jti, exp, kid, user_id, action, args, chat)
+        name = claims.get("display_name")
+        if name is not None and (user_id is None or not valid_name(name)):
+            raise TokenRejected(NAME_RULE if user_id is not None else "the client's own requests carry no display_name", status="bad_request")
+        return Request(jti, exp, kid, user_id, action, args, chat, name)

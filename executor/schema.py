@@ -27,6 +27,7 @@ approvals = Table(
     Column("args", Text, nullable=False),  # canonical JSON of the action's arguments
     Column("binding", Text, nullable=False),  # ed25519:<kid>:<signature> by the audit key (executor.approvals)
     Column("requester", Text, nullable=False),  # "tg:<user id>"
+    Column("requester_name", Text, nullable=True),  # how they appeared in the chat (display only); bound when set
     Column("context", Text, nullable=False),  # canonical JSON: chat id, message to edit…
     Column("tier", Integer, nullable=False),
     Column("approvals_needed", Integer, nullable=False),
@@ -35,6 +36,7 @@ approvals = Table(
     Column("created_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
     Column("decided_by", Text, nullable=True),
+    Column("decided_by_name", Text, nullable=True),  # who rejected or cancelled, as they appeared (display only)
     Column("decided_at", Float, nullable=True),
     Column("result", Text, nullable=True),
     Column("request_id", Text, nullable=False),
@@ -46,6 +48,17 @@ approval_votes = Table(
     Column("approval_id", Text, ForeignKey("approvals.id"), primary_key=True),
     Column("approver", Text, primary_key=True),
     Column("at", Float, nullable=False),
+    Column("approver_name", Text, nullable=True),  # as they appeared in the chat (display only)
+)
+
+# The display name each person was last seen with ("tg:<id>" → "@alice"), for showing the
+# audit trail and reports by name; the audit itself records ids only.
+people = Table(
+    "people",
+    metadata,
+    Column("user", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("seen_at", Float, nullable=False),
 )
 
 # Each approver's newest time step whose one-time code counted a vote: a code is spent

@@ -49,6 +49,7 @@ from executor.errors import ActionError, Unavailable
 from executor.proxmox import ProxmoxDriver
 from executor.metrics import LastVerification, RequestCounter
 from executor.outbox import MAX_WAIT, Outbox
+from executor.people import People
 from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier, audience_for
 from executor.recordable import audit_params, shown_target, unrecordable
 from executor.replay import Claim, ReplayGuard
@@ -103,6 +104,7 @@ class Executor:
         self.approvals = Approvals(engine, audit_key)
         self.outbox = Outbox(engine)
         self.updates = UpdateWatch(update_check, UpdateStore(engine), audit, self.outbox) if update_check is not None else None
+        self.people = People(engine)
         self.replay = ReplayGuard(engine)
         self.codes = OneTimeCodes(codes_dir)  # None: nobody is enrolled, no code is right
         self.clock = clock
@@ -118,6 +120,7 @@ class Executor:
         return actions.ActionContext(
             policy=self.policy, audit=self.audit, approvals=self.approvals, verify=self.verify_audit,
             clock=self.clock, docker=self.docker, deployer=self.deployer, proxmox=self.proxmox, updates=self.updates,
+            people=self.people,
         )  # fmt: skip
 
     # -- the entry point -------------------------------------------------------------------
@@ -131,6 +134,8 @@ class Executor:
             if isinstance(verified, Reply):
                 return verified
             request = verified
+            if request.display_name is not None and request.user_id is not None:
+                await self.people.remember(request.actor, request.display_name, self.clock())
             if request.action in PROTOCOL_ACTIONS:
                 await self._write_claim(request_id)
                 return await self._protocol_action(request, request_id)
@@ -237,6 +242,7 @@ class Executor:
                 request_id=request_id,
                 now=self.clock(),
                 ttl=self._approval_ttl,
+                requester_name=request.display_name,
             )
             await self._record(
                 request.actor, request.action, "needs_approval", shown, {**params, "approval": approval.id},
@@ -316,6 +322,7 @@ class Executor:
             vote = await self.approvals.vote(
                 approval_id, request.actor, now, check,
                 code_required=lambda approval: needs_one_time_code(self.policy, approval.tier), code=checked,
+                approver_name=request.display_name,
             )  # fmt: skip
         elif request.action == "approval.reject":
             def check(approval: Approval) -> tuple[bool, str]:
@@ -326,14 +333,14 @@ class Executor:
                     return False, "only approvers can reject requests"
                 return True, ""
 
-            vote = await self.approvals.decide(approval_id, request.actor, REJECTED, now, check)
+            vote = await self.approvals.decide(approval_id, request.actor, REJECTED, now, check, request.display_name)
         else:
             def check(approval: Approval) -> tuple[bool, str]:
                 if request.actor != approval.requester:
                     return False, "only the requester can cancel a request"
                 return True, ""
 
-            vote = await self.approvals.decide(approval_id, request.actor, CANCELLED, now, check)
+            vote = await self.approvals.decide(approval_id, request.actor, CANCELLED, now, check, request.display_name)
         return await self._after_vote(request, request_id, approval_id, vote)
 
     async def _after_vote(self, request: Request, request_id: str, approval_id: str, vote: Vote) -> Reply:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ async def test_deploy_through_the_chat(docker_world: World, resources: Resources
     done = await final_text(world, approval_id, "✅ done")
     assert engine.inspect_container(resources.name("web"))["Image"] == images.id("v2")
     assert done.buttons == []
-    assert f"Approved by tg:{APPROVER}" in done.text
+    assert f"Approved by user{APPROVER}" in done.text  # the name Telegram shows (tests/bot/conftest.py)
     # Edited in place: one approval message in the team chat, which went through progress.
     assert [m.message_id for m in world.double.chat(TEAM) if f"Request {approval_id}" in m.text] == [done.message_id]
 
@@ -252,11 +253,18 @@ async def test_a_long_log_arrives_as_a_document(make_world: Any, resources: Reso
         images.ref("v1"), "chatty", command=["sh", "-c", "i=0; while [ $i -lt 10000 ]; do echo line $i of the log; i=$((i+1)); done"]
     )
     await asyncio.to_thread(engine.wait, chatty["Id"], timeout=60)  # it has written all 10,000 lines
+    asked = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     [reply] = await world.reply_to(OPERATOR, f"/logs {resources.name('chatty')} 500")
+    answered = datetime.now(timezone.utc)
     assert reply.kind == "document"
     assert reply.file is not None
+    # Named after the container and the time it was sent: chatty-20261207-1402.log.
+    name, stamp = reply.file.file_name.removesuffix(".log").rsplit("-", 2)[0], reply.file.file_name.removesuffix(".log").split("-")[-2:]
+    assert name == resources.name("chatty") and reply.file.file_name.endswith(".log")
+    assert asked <= datetime.strptime("-".join(stamp), "%Y%m%d-%H%M").replace(tzinfo=timezone.utc) <= answered
+    assert reply.text == f"{resources.name('chatty')}, last 500 lines: too long for a message, attached as a file"
     lines = reply.file.data.decode().splitlines()
-    assert lines[-1] == "line 9999 of the log" and len(lines) >= 500
+    assert lines == [f"line {n} of the log" for n in range(9500, 10000)]
 
 
 def test_an_approval_shows_the_pinned_image_and_whether_it_will_be_pulled() -> None:
