@@ -72,7 +72,7 @@ async def test_a_scheduled_check_posts_one_message_and_deploy_goes_through_appro
     assert answer.startswith("Deploy requested: request ") and answer.endswith(" waits for approval."), answer
     approval_id = answer.removeprefix("Deploy requested: request ").split()[0]
     request = await world.approval_message(approval_id)
-    assert f"Requested by tg:{APPROVER}" in request.text and f"{repository}:stable@{pushed}" in request.text
+    assert f"Requested by user{APPROVER}" in request.text and f"{repository}:stable@{pushed}" in request.text
     # Bound to that digest: the image pushed is still here (a push keeps it), so by its id.
     assert (await world.harness.executor.approvals.get(approval_id)).args["pinned"]["id"] in (pushed, images.id("v2"))
     # Their own Approve does not count; another approver's does.
