@@ -28,6 +28,10 @@ eight share this machine's cores with the bot and the Docker engine, so what gro
 the machine's CPU, not the bot's waiting: the script prints the load average and the cores
 beside the figures.
 
+Beside each fleet size it prints the CPU one ``/status`` costs: the executors' together, the
+Docker engine's (when its pid file is readable) and the bot's; on a machine with fewer cores
+than that CPU needs in the time, the answer waits for cores, not for the bot.
+
 This is a measurement, not a test: it exits non-zero only when something does not work (an
 executor that does not start, a reply without every host's section).
 """
@@ -128,6 +132,27 @@ async def start_executors(work: Path, pub: Path, users: list[int]) -> tuple[list
     return processes, sockets
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (``/proc/<pid>/stat``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def engine_pid() -> list[int]:
+    """The Docker engine's pid, when this user may read it (its CPU is part of /status)."""
+    try:
+        return [int(Path("/var/run/docker.pid").read_text().strip())]
+    except (OSError, ValueError):
+        return []
+
+
 class Users:
     def __init__(self) -> None:
         self.next = FIRST_USER
@@ -182,12 +207,19 @@ async def run(args: argparse.Namespace, work: Path) -> None:
             for _ in range(WARMUP):
                 await status_once(apps[size], double, who.take(), names)
         figures: dict[int, list[float]] = {size: [] for size in SIZES}
+        # CPU seconds spent per fleet size: (the executors, the Docker engine, this process).
+        cpu: dict[int, list[float]] = {size: [0.0, 0.0, 0.0] for size in SIZES}
+        pids, engine = [p.pid for p in processes], engine_pid()
         for _ in range(args.rounds):
             for size in SIZES:
                 names = [f"e{i}" for i in range(1, size + 1)]
+                before = (cpu_seconds(pids), cpu_seconds(engine), time.process_time())
                 for _ in range(per_round):
                     figures[size].append(await status_once(apps[size], double, who.take(), names))
                     await asyncio.sleep(0.002)
+                after = (cpu_seconds(pids), cpu_seconds(engine), time.process_time())
+                for i in range(3):
+                    cpu[size][i] += after[i] - before[i]
 
         alone: dict[str, list[float]] = {}
         for name in sockets:
@@ -233,6 +265,9 @@ async def run(args: argparse.Namespace, work: Path) -> None:
         values = figures[size]
         ratio = statistics.median(values) / statistics.median(single)
         print(f"  {size} executor{'s' if size > 1 else ' '}: {ms(values)}   (1 executor: {ms(single)}; p50 x{ratio:.2f})")
+        spent = [c / len(values) * 1e3 for c in cpu[size]]
+        engine_text = f", Docker engine {spent[1]:.1f}" if engine_pid() else ""
+        print(f"      CPU per /status: executors {spent[0]:.1f} ms{engine_text}, the bot {spent[2]:.1f} ms")
     print(f"  each executor alone ({args.alone} updates each): " + ", ".join(f"{n} p50 {percentile(v, 0.5) * 1e3:.2f}" for n, v in alone.items()) + " ms")
     print(f"  slowest alone: {slowest}, {ms(alone[slowest])}; 8 executors p50 x{statistics.median(figures[8]) / statistics.median(alone[slowest]):.2f} of it")
     for size in SIZES[1:]:
