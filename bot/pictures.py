@@ -13,17 +13,24 @@ figures in text, for people who read notifications on a watch. A quiet week (no 
 no deploy, no approval on any host) is said in one line instead of drawn as empty axes.
 
 matplotlib (Agg, through its object API: no pyplot state, no display) is imported inside
-:func:`draw`, the first time a picture is drawn, and drawing runs in a thread: neither
-the bot's idle memory nor its event loop pays for it (``tests/bot/test_pictures.py``
-holds the import to that).
+:func:`draw` only. The bot calls it through :func:`render`, in a child interpreter
+(``python -m bot.pictures``, figures in on stdin, the PNG out on stdout): loading
+matplotlib and drawing cost about 50 MB and seconds of CPU, which a thread would leave in
+the bot for good after the first weekly report; the child gives them back when it exits,
+so the bot's memory stays what it was at idle and its event loop never waits on a
+drawing (``tests/bot/test_pictures.py`` holds the import to that). A picture that cannot
+be drawn (the child fails or takes longer than ``DRAW_TIMEOUT``) is posted as its caption
+in text, saying so: nothing is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +49,7 @@ log = logging.getLogger("wingman.bot")
 WEEKLY_KIND = "scheduler.weekly-report"
 WIDTH, HEIGHT, DPI = 1200, 900, 100  # pixels of the PNG
 CAPTION_LIMIT = 1024  # Telegram's, for a photo's caption
+DRAW_TIMEOUT = 120.0  # seconds for the child that draws (matplotlib's first import is slow)
 OUTCOMES = (("done", "done", "#2e7d32"), ("refused", "refused", "#ef6c00"), ("failed", "failed", "#c62828"), ("rolled_back", "rolled back", "#6a1b9a"))
 COUNTS = ("done", "refused", "failed", "rolled_back", "deploys", "rollbacks")
 
@@ -88,6 +96,18 @@ class Week:
 
     def total(self, name: str) -> int:
         return sum(getattr(day, name) for day in self.days)
+
+    def as_json(self) -> dict[str, Any]:
+        """What :meth:`from_json` reads back, with the host (for the drawing child)."""
+        days = [
+            {"date": d.date.isoformat(), **{name: getattr(d, name) for name in COUNTS}, "approval_waits": list(d.approval_waits)}
+            for d in self.days
+        ]
+        return {"host": self.host, "since": self.since, "until": self.until, "timezone": self.timezone, "chain": self.chain, "days": days}
+
+
+class PictureFailed(Exception):
+    """The child that draws failed or took too long; ``str()`` says how, in one line."""
 
 
 def is_quiet(weeks: Sequence[Week]) -> bool:
@@ -235,12 +255,36 @@ def draw(weeks: Sequence[Week]) -> bytes:
     return out.getvalue()
 
 
+async def render(weeks: Sequence[Week], *, timeout: float = DRAW_TIMEOUT) -> bytes:
+    """:func:`draw` in a child interpreter (see the module docstring); PictureFailed when it
+    cannot."""
+    data = json.dumps([week.as_json() for week in weeks]).encode()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.pictures",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        png, errors = await asyncio.wait_for(child.communicate(data), timeout)
+    except asyncio.TimeoutError:
+        child.kill()
+        await child.wait()
+        raise PictureFailed(f"drawing took longer than {timeout:.0f} s") from None
+    if child.returncode != 0 or not png.startswith(b"\x89PNG"):
+        last = (errors.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+        raise PictureFailed(f"the drawing process ended with status {child.returncode}: {last[:200]}")
+    return png
+
+
 async def send_weekly(bot: Bot, chat: int, weeks: Sequence[Week]) -> int:
-    """Post the week: one photo with its caption, or one line for a quiet week; the
-    message id."""
+    """Post the week: one photo with its caption, or one line for a quiet week (or the
+    caption alone when the picture cannot be drawn); the message id."""
     if is_quiet(weeks):
         return (await bot.send_message(chat, quiet_text(weeks))).message_id
-    png = await asyncio.to_thread(draw, weeks)
+    try:
+        png = await render(weeks)
+    except PictureFailed as exc:
+        log.error("the weekly picture cannot be drawn (%s); posting its figures as text", exc)
+        return (await bot.send_message(chat, f"{caption(weeks)}\n(the picture could not be drawn: {esc(exc)})")).message_id
     photo = BufferedInputFile(png, filename="wingman-weekly-report.png")
     return (await bot.send_photo(chat, photo, caption=caption(weeks))).message_id
 
@@ -299,7 +343,7 @@ class PictureBoard:
                         sheet.weeks = weeks
                         return None
                     if not quiet and sheet.photo:
-                        png = await asyncio.to_thread(draw, shown)
+                        png = await render(shown)
                         media = InputMediaPhoto(media=BufferedInputFile(png, filename="wingman-weekly-report.png"), caption=caption(shown))
                         await bot.edit_message_media(media=media, chat_id=chat, message_id=sheet.message_id)
                         sheet.weeks = weeks
@@ -309,6 +353,8 @@ class PictureBoard:
                         sheet.weeks = weeks
                         return None
                     log.info("the weekly report message %s cannot be edited (%s); posting anew", sheet.message_id, exc)
+                except PictureFailed as exc:
+                    log.error("the weekly picture cannot be redrawn (%s); posting the hosts' figures anew", exc)
                 shown_weeks = weeks  # a quiet line turned into figures, or not editable: post them all
             else:
                 shown_weeks = {week.host: week}
@@ -316,3 +362,20 @@ class PictureBoard:
             message_id = await send_weekly(bot, chat, shown)
             self._sheets[chat] = Sheet(message_id, self._clock(), not is_quiet(shown), shown_weeks)
             return message_id
+
+
+def main() -> int:
+    """``python -m bot.pictures``: weeks as JSON on stdin (``Week.as_json`` each), the PNG
+    on stdout. What :func:`render` runs."""
+    try:
+        weeks = [Week.from_json(item, str(item.get("host", ""))) for item in json.load(sys.stdin)]
+        png = draw(weeks)
+    except (ValueError, TypeError, AttributeError) as exc:
+        print(f"cannot draw: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.buffer.write(png)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -46,6 +46,7 @@ SLOW = {
     "audit/test_witness.py": "runs the wingman command in a child process per test",
     "bot/test_lazy_types.py": "builds every aiogram type in fresh interpreters",
     "bot/test_lifecycle.py": "starts the bot as a process",
+    "bot/test_pictures.py": "draws with matplotlib, in child interpreters too",
     "deploy/test_compose.py": "runs docker compose",
     "deploy/test_forwarding.py": "starts sshd and ssh",
     "executor/test_big_verify.py": "verifies a big chain",

@@ -18,7 +18,9 @@ from typing import Any
 
 from PIL import Image
 
-from bot.pictures import HEIGHT, WIDTH, Week, caption, draw, is_quiet, quiet_text
+import pytest
+
+from bot.pictures import HEIGHT, WIDTH, PictureFailed, Week, caption, draw, is_quiet, quiet_text, render
 from scheduler.reports import collect
 from scheduler.weekly import WeeklyTally
 from tests.bot.conftest import TEAM, World
@@ -90,17 +92,26 @@ def test_figures_of_the_wrong_shape_are_refused() -> None:
         raise AssertionError(f"accepted {bad}")
 
 
-def test_matplotlib_is_not_loaded_at_idle_by_either_process() -> None:
+def test_matplotlib_is_loaded_by_neither_process_idle_nor_by_the_bot_when_it_draws() -> None:
     code = (
-        "import sys, bot.app, bot.notifications, bot.pictures, executor.server, scheduler.jobs, wingman.cli\n"
+        "import asyncio, io, sys, bot.app, bot.notifications, bot.pictures, executor.server, scheduler.jobs, wingman.cli\n"
         "print('matplotlib' in sys.modules)\n"
         "import bot.pictures as p, scheduler.weekly\n"
-        "p.draw([p.Week.from_json({'days': [{'date': '2026-03-02', 'done': 1}]}, 'home')])\n"
-        "print('matplotlib' in sys.modules)\n"
+        "week = p.Week.from_json({'days': [{'date': '2026-03-02', 'done': 1}]}, 'home')\n"
+        "png = asyncio.run(p.render([week]))\n"  # in a child: the bot never loads it
+        "print('matplotlib' in sys.modules, png[:4] == b'\\x89PNG')\n"
+        "p.draw([week])\n"
+        "print('matplotlib' in sys.modules)\n"  # the check itself can see it loaded
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["False", "True"]  # loaded by the first picture, not before
+    assert done.stdout.split() == ["False", "False", "True", "True"]
+
+
+async def test_a_drawing_that_takes_too_long_is_a_one_line_failure() -> None:
+    with pytest.raises(PictureFailed, match="drawing took longer than 0 s"):
+        await render([seeded()], timeout=0.01)
+    assert decoded(await render([seeded()])) == (WIDTH, HEIGHT)  # the child draws what draw() draws
 
 
 # -- end to end: the real weekly job, the real bot, the double ------------------------------------
