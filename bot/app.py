@@ -216,7 +216,7 @@ class BotApp:
         held = Held(quiet, clock)  # one for every host: what waited arrives in one message
         self.pumps = [
             NotificationPump(
-                self.bot, host.client, settings.chat_id, host=host.name,
+                self.bot, host.client, settings.chat_id, host=host.name, clock=clock,
                 reports=reports, answered=self._watch(host), pictures=pictures, held=held,
             )  # fmt: skip
             for host in self.fleet.hosts
