@@ -93,6 +93,7 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)
     checked: int = 0
     watched: set[str] = field(default_factory=set)  # containers whose registry answered (their absent updates are gone)
+    present: set[str] = field(default_factory=set)  # every container the caller may see (updates of others are gone)
     requests: int = 0  # registry requests of our own client (the engine's are one per manifest asked)
 
     def as_json(self) -> dict[str, Any]:
@@ -161,6 +162,7 @@ class UpdateCheck:
 
     async def _containers(self, visible: Callable[[str], bool], report: CheckReport) -> list[Watched]:
         found = await self.driver.run(lambda api: _inspect_visible(api, visible))
+        report.present = {entry[0] for entry in found}
         watched: list[Watched] = []
         for name, configured, labels, image_id, repo_digests in found:
             wanted = policy_of(labels, self.default_policy)

@@ -43,8 +43,12 @@ class UpdateStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def record(self, found: Iterable[Update], watched: Iterable[str], now: float) -> list[StoredUpdate]:
-        """Store what a check found; what it no longer finds for a ``watched`` container is gone.
+    async def record(
+        self, found: Iterable[Update], watched: Iterable[str], now: float, *, present: Iterable[str] | None = None
+    ) -> list[StoredUpdate]:
+        """Store what a check found; what it no longer finds for a ``watched`` container is gone,
+        and so is every update of a container not ``present`` any more (removed, or no longer
+        allowlisted), when the check says which are.
 
         Returns the stored rows of ``found``, in its order (with their announcement marks).
         """
@@ -75,6 +79,10 @@ class UpdateStore:
                 if ids:
                     stale = and_(stale, table.c.id.not_in(ids))
                 await conn.execute(update(table).where(stale).values(state=GONE))
+            if present is not None:
+                await conn.execute(
+                    update(table).where(table.c.state == PENDING, table.c.target.not_in(sorted(set(present)))).values(state=GONE)
+                )
             rows = (await conn.execute(select(table).where(table.c.id.in_(ids)))).mappings().all() if ids else []
         by_id = {row["id"]: StoredUpdate.from_row(row) for row in rows}
         return [by_id[i] for i in ids if i in by_id]

@@ -34,13 +34,13 @@ class UpdateWatch:
     async def check(self, visible: Callable[[str], bool], now: float) -> CheckReport:
         """Every update available now for the containers ``visible`` admits (stored as found)."""
         report = await self.checker.run(visible)
-        await self.store.record(report.updates, report.watched, now)
+        await self.store.record(report.updates, report.watched, now, present=report.present)
         return report
 
     async def announce(self, visible: Callable[[str], bool], now: float) -> tuple[CheckReport, list[Update]]:
         """The scheduled check: post what was not announced before; (the whole report, what was announced)."""
         report = await self.checker.run(visible)
-        stored = await self.store.record(report.updates, report.watched, now)
+        stored = await self.store.record(report.updates, report.watched, now, present=report.present)
         new = [s.update for s in stored if s.announced_at is None]
         problem_sources = {line.partition(": ")[0] for line in report.problems}
         told_problems = bool(problem_sources - self._last_problems)

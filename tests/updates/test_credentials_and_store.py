@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from executor.updates import RegistryCredentials, Update, UpdateStore
+from tests.harness import STRANGER, VIEWER, Harness
 from tests.stores import open_deployment_store
 
 SECRET = "pa55-Not-For-Logs"
@@ -65,5 +66,24 @@ async def test_updates_are_stored_announced_once_and_go_when_no_longer_found(db_
         assert gone is not None and gone.state == "gone" and kept is not None and kept.state == "pending"
         assert await store.pending() == []
         assert await store.get("000000000000") is None
+        # db removed (or no longer allowlisted): its update goes too.
+        await store.record([], set(), now=400.0, present={"web"})
+        db_now = await store.get(db.id)
+        assert db_now is not None and db_now.state == "gone"
     finally:
         await deployments.engine.dispose()
+
+
+async def test_the_updates_action_refuses_a_bad_or_unknown_id_in_one_line(harness: Harness) -> None:
+    client = harness.client()
+    for wanted, reason in [
+        ("../etc", "args.id must be an update's id: 12 lower-case hex digits"),
+        (12, "args.id must be an update's id: 12 lower-case hex digits"),
+        ("0123456789ab", "no update 0123456789ab is known; run /updates again"),
+    ]:
+        reply = await client.call(VIEWER, "updates", {"id": wanted})
+        assert (reply.status, reply.reason) == ("denied", reason)
+        entry = (await harness.executor.audit.tail(1))[0]
+        assert (entry.action, entry.decision, entry.outcome) == ("updates", "refused", reason)
+    stranger = await client.call(STRANGER, "updates")
+    assert stranger.status == "denied"
