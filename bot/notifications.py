@@ -32,6 +32,7 @@ from bot.pictures import WEEKLY_KIND, PictureBoard, send_weekly, weeks_of
 from bot.quiet import Clock, Held, QuietHours, Waiting, digest_text
 from bot.reports import REPORT_KINDS, ReportBoard
 from bot.updates import notification as updates_notification
+from bot.updates import recall as updates_recall
 from executor.client import ExecutorClient, ExecutorUnreachable, OutboxRefused
 
 log = logging.getLogger("wingman.bot")
@@ -245,8 +246,11 @@ class NotificationPump:
         payload = event.get("payload") or {}
         if kind == WEEKLY_KIND and (weeks := weeks_of(payload, self.host)) is not None:
             if self.pictures is not None:
-                return await self.pictures.show(self.bot, chat, weeks[0])  # the hosts' weeks in one picture
-            return await send_weekly(self.bot, chat, weeks)  # one photo with its caption
+                created = await self.pictures.show(self.bot, chat, weeks[0])  # the hosts' weeks in one picture
+            else:
+                created = await send_weekly(self.bot, chat, weeks)  # one photo with its caption
+            await self._recall_updates(payload, chat)
+            return created
         if kind == "updates" and isinstance(payload.get("updates"), list):
             # A scheduled update check: one message, a Deploy button per update (bot.updates).
             text, markup = updates_notification(payload, self.host, now=self._clock())
@@ -276,6 +280,14 @@ class NotificationPump:
         message = await self.bot.send_message(chat, text, reply_markup=markup)
         self._last_edit[(chat, message.message_id)] = time.monotonic()
         return message.message_id
+
+    async def _recall_updates(self, payload: dict[str, Any], chat: int) -> None:
+        """After the weekly picture: the updates announced and still not deployed, with
+        their Deploy buttons again (``bot.updates``)."""
+        pending = payload.get("pending_updates")
+        if isinstance(pending, list) and pending:
+            text, markup = updates_recall(pending, self.host, now=self._clock())
+            await send_text(self.bot, chat, text, name="updates", reply_markup=markup)
 
     def _edit_due(self, chat: int, message_id: int) -> bool:
         return time.monotonic() - self._last_edit.get((chat, message_id), 0.0) >= EDIT_INTERVAL

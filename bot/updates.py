@@ -94,7 +94,7 @@ def usable(update: object) -> bool:
 
 
 def updates_message(
-    results: list[tuple[str | None, dict[str, Any] | None, str | None]], *, now: float
+    results: list[tuple[str | None, dict[str, Any] | None, str | None]], *, now: float, head: str | None = None
 ) -> tuple[str, InlineKeyboardMarkup | None]:
     """The one message: ``results`` holds, per host, (host shown or None, its payload, or
     why it did not answer). Returns the HTML text and the Deploy buttons; when the list
@@ -111,9 +111,10 @@ def updates_message(
             problems.append((f"{esc(host)}: " if host else "") + esc(" ".join(str(problem).split())[:200]))
         found += [(host, u) for u in payload.get("updates") or [] if isinstance(u, dict)]
     total = len(found)
-    if total:
+    head = head if head is not None else ""
+    if not head and total:
         head = f"📦 <b>{total} update{'s' if total != 1 else ''} available</b> ({checked} containers checked)"
-    else:
+    elif not head:
         head = f"✅ No updates: {checked} containers checked, each runs its newest image."
     tail = [f"⚠️ {p}" for p in problems[:20]]
     lines: list[str] = []
@@ -214,3 +215,10 @@ def notification(payload: dict[str, Any], host: str | None, *, now: float) -> tu
     """A scheduled check's outbox event (kind ``updates``) as the one message."""
     return updates_message([(host, payload, None)], now=now)
 
+
+def recall(pending: list[Any], host: str | None, *, now: float) -> tuple[str, InlineKeyboardMarkup | None]:
+    """The weekly report's recall: updates announced and still not deployed, with their buttons."""
+    count = sum(1 for u in pending if isinstance(u, dict))
+    where = f" on {esc(host)}" if host else ""
+    head = f"⏳ <b>{count} update{'s' if count != 1 else ''} announced and not deployed yet</b>{where}"
+    return updates_message([(host, {"updates": pending, "problems": [], "checked": 0}, None)], now=now, head=head)

@@ -18,6 +18,8 @@ expire approvals, prune operational rows). The executor builds it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sized
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from audit.errors import CheckpointError
 from audit.signing import SigningKey
 from audit.verify import VerifyReport
 from scheduler.config import Every, ScheduleConfig
-from scheduler.reports import APPROVAL_LOOKBACK, ReportCollector, chain_line, counts, duration, local, render
+from scheduler.reports import APPROVAL_LOOKBACK, ReportCollector, chain_line, counts, duration, local, pending_updates_text, render
 from scheduler.weekly import WeeklyTally
 from scheduler.runs import ALERT, LOOKBACK, OK, REALERT, history_predates, last_run, verification_overdue
 
@@ -96,6 +98,7 @@ class JobResult:
     extra: dict[str, Any] = field(default_factory=dict)  # more for the chat's notification (the weekly figures)
 
 
+log = logging.getLogger(__name__)
 Job = Callable[[JobContext, datetime], Awaitable[JobResult]]
 FREQUENT_CHECKPOINT = "checkpoint-frequent"  # the job the append trigger runs every N entries
 Schedule = Callable[[ScheduleConfig, tzinfo], BaseTrigger | None]  # None: the job is off
@@ -387,7 +390,28 @@ async def daily_report(ctx: JobContext, now: datetime) -> JobResult:
 
 
 async def weekly_report(ctx: JobContext, now: datetime) -> JobResult:
-    return await report(ctx, now, days=7, title="Weekly", figures=True)
+    result = await report(ctx, now, days=7, title="Weekly", figures=True)
+    return await recall_updates(ctx, now, result)
+
+
+async def recall_updates(ctx: JobContext, now: datetime, result: JobResult) -> JobResult:
+    """The weekly report with the updates announced and still not deployed: listed in its
+    text, and in its notification (``pending_updates``) for the chat to offer their Deploy
+    buttons again. A failure to read them costs the recall, never the report."""
+    if ctx.pending_updates is None:
+        return result
+    try:
+        pending = await ctx.pending_updates()
+    except Exception as exc:  # noqa: BLE001 - the report goes out without the recall
+        log.error("the weekly report cannot recall pending updates: %s", exc)
+        return result
+    if not pending:
+        return result
+    text = (result.text or "") + "\n" + pending_updates_text(pending, ctx.config.tz)
+    return dataclasses.replace(
+        result, text=text, params={**result.params, "pending_updates": len(pending)},
+        extra={**result.extra, "pending_updates": pending},
+    )  # fmt: skip
 
 
 # -- approvals --------------------------------------------------------------------------------

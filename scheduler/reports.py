@@ -25,7 +25,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Any
 
 from audit.canonical import format_ts, parse_ts
 from audit.store import AuditEntry
@@ -372,3 +373,19 @@ def _short(text: str | None, limit: int = REASON_CHARS) -> str:
     line = _one_line(text or "")
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
+
+def pending_updates_text(pending: list[dict[str, Any]], tz: tzinfo) -> str:
+    """Updates announced and not deployed, for the weekly report (each as in the ``updates``
+    event, plus ``announced_at``, epoch seconds), oldest announcement first."""
+    lines = [f"Updates announced and not deployed yet: {len(pending)}"]
+    for update in pending[:LIST_LIMIT]:
+        current, new = update.get("current_tag"), update.get("new_tag")
+        change = f"{current} → {new}" if current != new else f"{new} (new image)"
+        announced = update.get("announced_at")
+        when = ""
+        if isinstance(announced, (int, float)) and not isinstance(announced, bool) and announced > 0:
+            when = ", announced " + local(format_ts(datetime.fromtimestamp(announced, timezone.utc)), tz)
+        lines.append(f"  {_one_line(str(update.get('target')))}: {_one_line(str(change))}{when}")
+    if len(pending) > LIST_LIMIT:
+        lines.append(f"  … and {len(pending) - LIST_LIMIT} more (/updates lists them)")
+    return "\n".join(lines)

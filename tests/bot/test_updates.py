@@ -114,3 +114,28 @@ async def test_updates_on_demand_answer_in_one_message(
     assert [b["text"] for b in reply.buttons] == [f"🚀 Deploy {web} 1.3.0"]
     [usage] = await world.reply_to(VIEWER, "/updates now")
     assert usage.text.startswith("Usage: /updates")
+
+
+async def test_the_weekly_report_recalls_updates_left_pending_with_their_buttons(
+    update_world: World, resources: Resources, images: BuiltImages, engine: APIClient, registry: Registry
+) -> None:
+    world = update_world
+    repository = registry.repository()
+    registry.push(engine, resources, images.id("v1"), repository, "stable")
+    web = start(resources, f"{repository}:stable", "web")
+    registry.push(engine, resources, images.id("v2"), repository, "stable")
+    assert await world.harness.daemon.scheduler.run_job("updates") is not None
+    [announced] = await world.double.wait_for(lambda: updates_messages(world) or None, timeout=30, what="the updates message")
+
+    result = await world.harness.daemon.scheduler.run_job("weekly-report")
+    assert result is not None and result.params["pending_updates"] == 1
+    assert f"Updates announced and not deployed yet: 1\n  {web}: stable (new image), announced " in str(result.text)
+    recall = await world.double.wait_for(
+        lambda: next((m for m in world.double.chat(TEAM) if m.from_bot and "announced and not deployed yet" in m.text), None),
+        timeout=30, what="the weekly recall",
+    )  # fmt: skip
+    assert recall.text.splitlines()[0] == "⏳ 1 update announced and not deployed yet"
+    assert recall.text.splitlines()[1].startswith(f"1. {web} · stable (new image) · ")
+    assert recall.buttons == announced.buttons  # the same Deploy button: the same update
+    answer = await tap(world, APPROVER, recall, recall.buttons[0]["callback_data"])
+    assert answer.startswith("Deploy requested: request "), answer

@@ -193,3 +193,20 @@ def test_durations() -> None:
     assert [duration(timedelta(seconds=s)) for s in (0, 59, 60, 3599, 3600, 47 * 3600 + 59 * 60, 49 * 3600)] == [
         "0s", "59s", "1m", "59m", "1h 00m", "47h 59m", "2d 1h",
     ]  # fmt: skip
+
+
+def test_the_weekly_recall_of_updates_left_pending() -> None:
+    from scheduler.reports import LIST_LIMIT, pending_updates_text
+
+    announced = int(datetime(2026, 3, 3, 6, 0, tzinfo=UTC).timestamp())
+    pending = [
+        {"target": "web", "current_tag": "1.2.3", "new_tag": "1.2.4", "announced_at": announced},
+        {"target": "db\n<x>", "current_tag": "15", "new_tag": "15", "announced_at": None},
+    ]
+    assert pending_updates_text(pending, ZoneInfo("Europe/Berlin")).splitlines() == [
+        "Updates announced and not deployed yet: 2",
+        "  web: 1.2.3 → 1.2.4, announced 03-03 07:00",
+        "  db <x>: 15 (new image)",
+    ]
+    many = pending_updates_text([pending[0]] * (LIST_LIMIT + 3), UTC).splitlines()
+    assert len(many) == 1 + LIST_LIMIT + 1 and many[-1] == "  … and 3 more (/updates lists them)"
