@@ -73,6 +73,7 @@ def job_context(executor: Executor, engine: AsyncEngine, config: ScheduleConfig)
         prune=prune,
         check_updates=check_updates,
         pending_updates=pending_updates,
+        names=executor.people.names,
     )
 
 

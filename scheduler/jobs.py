@@ -21,7 +21,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sized
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -42,7 +42,7 @@ from audit.errors import CheckpointError
 from audit.signing import SigningKey
 from audit.verify import VerifyReport
 from scheduler.config import Every, ScheduleConfig
-from scheduler.reports import APPROVAL_LOOKBACK, ReportCollector, chain_line, counts, duration, local, pending_updates_text, render
+from scheduler.reports import APPROVAL_LOOKBACK, ReportCollector, chain_line, counts, duration, local, pending_updates_text, people_in, render
 from scheduler.weekly import WeeklyTally
 from scheduler.runs import ALERT, LOOKBACK, OK, REALERT, history_predates, last_run, verification_overdue
 
@@ -76,6 +76,9 @@ class JobContext:
     # Updates announced and not deployed, for the weekly report to recall: each as in the
     # "updates" event (executor.protocol) plus "announced_at"; None: no update checks here.
     pending_updates: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
+    # The display names last seen of the people given ("tg:4" → "@olga"), for the reports;
+    # None: people are shown by id.
+    names: Callable[[Iterable[str]], Awaitable[Mapping[str, str]]] | None = None
     chain_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Checkpoints are written one at a time; the newest this process signed is kept in
     # memory too, so deleting the files does not make it sign a rewritten chain.
@@ -382,7 +385,13 @@ async def report(ctx: JobContext, now: datetime, *, days: int, title: str, figur
     }
     summary = f"{title.lower()} report: {result.entries} entries, {result.refused} refused, {len(result.approvals)} approvals, {failed} failed deploys"
     extra = {"weekly": tally.figures(result.approvals, chain_line(result, ctx.config.tz))} if tally is not None else {}
-    return JobResult(OK, summary, render(result, ctx.config.tz), params, extra=extra)
+    names = None
+    if ctx.names is not None:
+        try:
+            names = await ctx.names(people_in(result))
+        except Exception as exc:  # noqa: BLE001 - display only: the report goes out with ids
+            log.error("the report cannot show people by name: %s", exc)
+    return JobResult(OK, summary, render(result, ctx.config.tz, names), params, extra=extra)
 
 
 async def daily_report(ctx: JobContext, now: datetime) -> JobResult:

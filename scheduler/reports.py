@@ -18,12 +18,16 @@ What counts as what, in the executor's audit vocabulary:
   expired request is audited as refused with the reason ``this request has expired``);
 - *deploys* are ``deploy`` and ``rollback`` entries that ran: ``executed`` or ``failed`` (a
   failed deploy's outcome says which image it rolled back to).
+
+People are shown by the display names the executor last saw (``executor.people``, handed
+in as ``names``: ``{"tg:4": "@olga"}``), as in the chat: the id beside a name where two
+people look alike or a name reads like an id, the id alone where no name is known.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
@@ -244,8 +248,32 @@ def collect(
 # -- rendering ----------------------------------------------------------------------------
 
 
-def render(report: AuditReport, tz: tzinfo) -> str:
+def people_shown(names: Mapping[str, str] | None) -> dict[str, str]:
+    """``{"tg:4": "@olga", "tg:3": "Sam (tg:3)", "tg:5": "sam (tg:5)"}``: how each person
+    with a known name is shown in plain text (the bot shows the chat's text escaped)."""
+    known = {actor: name for actor, name in (names or {}).items() if name}
+    alike = Counter(name.casefold() for name in known.values())
+    return {
+        actor: f"{name} ({actor})" if alike[name.casefold()] > 1 or name.casefold().startswith("tg:") else name
+        for actor, name in known.items()
+    }
+
+
+def people_in(report: AuditReport) -> set[str]:
+    """The people the rendered report names (for looking up their display names)."""
+    found = set(report.by_person) | {g.actor for g in report.refusals} | {d.actor for d in report.deploy_problems}
+    for wait in report.approvals:
+        found |= {wait.requester, *wait.by}
+    return {actor for actor in found if actor.startswith("tg:")}
+
+
+def render(report: AuditReport, tz: tzinfo, names: Mapping[str, str] | None = None) -> str:
     """Plain text for the chat: short lines, the figures first, then what needs a look."""
+    shown = people_shown(names)
+
+    def who(actor: str) -> str:
+        return shown.get(actor, actor)
+
     lines = [
         f"📊 Wingman {report.title.lower()} audit report",
         f"{local(report.since, tz, '%Y-%m-%d %H:%M')} → {local(report.until, tz, '%Y-%m-%d %H:%M')} ({zone_name(tz)})",
@@ -256,7 +284,8 @@ def render(report: AuditReport, tz: tzinfo) -> str:
     if report.entries:
         lines.append("Decisions: " + counts(report.by_decision))
         lines.append("Actions: " + counts(report.by_action))
-        lines.append("People: " + (counts(report.by_person) if report.by_person else "none"))
+        by_person = Counter({who(actor): n for actor, n in report.by_person.items()})
+        lines.append("People: " + (counts(by_person) if by_person else "none"))
         if report.other_actors:
             lines.append("Others: " + counts(report.other_actors))
 
@@ -265,13 +294,13 @@ def render(report: AuditReport, tz: tzinfo) -> str:
         what = group.action + (f" {group.target}" if group.target else "")
         times = f" ×{group.count}" if group.count > 1 else ""
         why = f": {_short(group.reason)}" if group.reason else ""
-        lines.append(f"• {local(group.first, tz)} {group.actor} {what}{times} ({group.decision}){why}")
+        lines.append(f"• {local(group.first, tz)} {who(group.actor)} {what}{times} ({group.decision}){why}")
     if len(report.refusals) > LIST_LIMIT:
         lines.append(f"… and {sum(g.count for g in report.refusals[LIST_LIMIT:])} more attempts")
 
     lines += ["", approvals_line(report)]
     for wait in report.approvals[:LIST_LIMIT]:
-        lines.append("• " + approval_text(wait, report.until))
+        lines.append("• " + approval_text(wait, report.until, who))
     if len(report.approvals) > LIST_LIMIT:
         lines.append(f"… and {len(report.approvals) - LIST_LIMIT} more approvals")
 
@@ -281,7 +310,7 @@ def render(report: AuditReport, tz: tzinfo) -> str:
         what = event.action + (f" {event.target}" if event.target else "")
         result = "failed" if event.decision == "failed" else "done"
         detail = f": {_short(event.outcome)}" if event.outcome else ""
-        lines.append(f"• {local(event.ts, tz)} {what} by {event.actor} {result}{detail}")
+        lines.append(f"• {local(event.ts, tz)} {what} by {who(event.actor)} {result}{detail}")
     if len(report.deploy_problems) > LIST_LIMIT:
         lines.append(f"… and {len(report.deploy_problems) - LIST_LIMIT} more deploys")
     return "\n".join(lines)
@@ -316,14 +345,14 @@ def approvals_line(report: AuditReport) -> str:
     return line
 
 
-def approval_text(wait: ApprovalWait, until: str) -> str:
+def approval_text(wait: ApprovalWait, until: str, who: Callable[[str], str] = str) -> str:
     what = wait.action + (f" {wait.target}" if wait.target else "")
     waited = wait.waited(until)
     after = duration(waited) if waited is not None else "?"
-    by = f" by {', '.join(wait.by)}" if wait.by and wait.outcome in ("approved", "rejected") else ""
+    by = f" by {', '.join(who(b) for b in wait.by)}" if wait.by and wait.outcome in ("approved", "rejected") else ""
     if wait.outcome is None:
-        return f"{what} for {wait.requester}: no decision yet ({after} so far)"
-    return f"{what} for {wait.requester}: {wait.outcome}{by} after {after}"
+        return f"{what} for {who(wait.requester)}: no decision yet ({after} so far)"
+    return f"{what} for {who(wait.requester)}: {wait.outcome}{by} after {after}"
 
 
 # -- small formatting helpers, shared with the jobs ---------------------------------------

@@ -116,3 +116,18 @@ async def test_audit_from_many_hosts_pages_each_host(world: World, make_harness:
     assert edited.text.startswith("🖥 nas\n")
     assert all(AuditPage.unpack(data).host == "nas" for data in page_buttons(edited).values())
     assert "Newer ▶" in page_buttons(edited)
+
+
+async def test_the_daily_report_names_people_escaped(world: World) -> None:
+    world.double.add_user(OPERATOR, first_name="<b>x</b>")
+    world.double.add_user(ADMIN, username="root_admin")
+    await world.reply_to(OPERATOR, "/status")
+    await world.reply_to(ADMIN, "/whoami")
+    assert await world.harness.daemon.scheduler.run_job("daily-report") is not None
+    report = await world.double.wait_for(
+        lambda: next((m for m in world.double.chat(TEAM) if m.from_bot and "daily audit report" in m.text), None),
+        timeout=30, what="the daily report",
+    )  # fmt: skip
+    people = next(line for line in report.text.splitlines() if line.startswith("People: "))
+    assert "<b>x</b> 1" in people and "@root_admin 1" in people and "tg:" not in people
+    assert not any(e["type"] == "bold" for e in report.entities)  # the name's tags are text

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from audit.canonical import format_ts
 from audit.store import AuditEntry
-from scheduler.reports import AuditReport, collect, duration, render
+from scheduler.reports import AuditReport, collect, duration, people_in, render
 
 UTC = timezone.utc
 SINCE = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # Monday 08:00
@@ -210,3 +210,16 @@ def test_the_weekly_recall_of_updates_left_pending() -> None:
     ]
     many = pending_updates_text([pending[0]] * (LIST_LIMIT + 3), UTC).splitlines()
     assert len(many) == 1 + LIST_LIMIT + 1 and many[-1] == "  … and 3 more (/updates lists them)"
+
+
+def test_people_by_name_with_the_id_where_two_look_alike() -> None:
+    """The names the executor last saw, as the chat shows people: the ids stay in the audit."""
+    report = weekly()
+    names = {"tg:4": "@olga_ops", "tg:2": "Sam", "tg:3": "sam", "tg:666": "<b>x</b>"}
+    assert people_in(report) == {"tg:2", "tg:3", "tg:4", "tg:5", "tg:666"}
+    lines = render(report, ZoneInfo("Europe/Berlin"), names).splitlines()
+    assert "People: @olga_ops 10 · tg:5 3 · <b>x</b> 2 · Sam (tg:2) 2 · sam (tg:3) 1" in lines
+    assert "• 03-04 12:00 <b>x</b> restart db ×2 (denied): you are not a known user" in lines
+    assert "• deploy web for @olga_ops: approved by Sam (tg:2) after 40m" in lines
+    assert "• stop db for @olga_ops: rejected by sam (tg:3) after 1h 00m" in lines
+    assert "• 03-06 15:00 deploy api by tg:5 failed: deploy of api to api:3 failed: unhealthy; rolled back to api:2, running" in lines
