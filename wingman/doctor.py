@@ -400,6 +400,25 @@ def check_policy(executor: ExecutorSettings) -> CheckResult:
     return _ok(f"policy ({source}: {counts}{mode})")
 
 
+def check_registry_auth(executor: ExecutorSettings) -> CheckResult:
+    """The Docker config.json the update checks and pulls take registry credentials from."""
+    from executor.updates.credentials import RegistryCredentials
+
+    path = executor.registry_auth_path
+    if not path.exists():
+        if executor.registry_auth is not None:
+            return _fail("registry credentials", f"{path} does not exist", "write it with docker login (DOCKER_CONFIG), or unset WINGMAN_REGISTRY_AUTH")
+        return _ok(f"registry credentials (none: no {path}; only registries that need none are checked)")
+    loaded = RegistryCredentials.load(path)
+    if loaded.problem is not None:
+        return _fail("registry credentials", loaded.problem.removeprefix("WINGMAN_REGISTRY_AUTH: "), "fix the file (docker login writes it)")
+    problem = _private_mode_problem(path)
+    if problem is not None:
+        return _fail("registry credentials", problem, f"chmod 600 {path}")
+    names = loaded.registries()
+    return _ok(f"registry credentials ({path}: {len(names)} registries{': ' + ', '.join(names[:5]) if names else ''})")
+
+
 def check_codes(executor: ExecutorSettings) -> list[CheckResult]:
     """Approvers' one-time code secrets: private, and enough of them for the approvals that need one."""
     from executor import codes
@@ -616,6 +635,7 @@ async def run_checks(
         results += await _guarded("policy", lambda: check_policy(ex))
         results += await _guarded("one-time codes", lambda: check_codes(ex))
         results += await _guarded("Docker engine", lambda: check_docker(ex))
+        results += await _guarded("registry credentials", lambda: check_registry_auth(ex))
         results += await _guarded("Proxmox", lambda: check_proxmox(ex))
     if bot is not None:
         results += await _guarded("executors", lambda: check_executors(bot))

@@ -81,6 +81,12 @@ class RegistryCredentials:
             return cls(where, problem=f"WINGMAN_REGISTRY_AUTH: an entry in {where} cannot be decoded (\"auth\" is base64 of user:password)")
         return cls(where, config)
 
+    def registries(self) -> list[str]:
+        """The registries the file names credentials for (names only, never a value)."""
+        if self._config is None:
+            return []
+        return sorted(str(name) for name in self._config.auths)
+
     def for_registry(self, registry: str) -> Credential | None:
         """The credential for ``registry`` (``host[:port]``; ``docker.io`` for Docker Hub), or None."""
         if self._config is None:

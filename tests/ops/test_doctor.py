@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 from pathlib import Path
@@ -240,3 +242,24 @@ async def test_every_executor_of_the_bot_is_checked_answering_by_its_name(
     # The one executor of a single-host bot answers by whatever name it has.
     alone = await run_checks(None, site.bot(socket=home.settings.socket_path), online=False)
     assert f"answers as home, version {VERSION}" in line_starting(alone, "executor (the only one)").what
+
+
+async def test_registry_credentials_are_named_kept_private_and_a_bad_file_is_one_line(site: Site, tmp_path: Path) -> None:
+    config = tmp_path / "docker-config.json"
+    secret = "Registry-Pa55-in-doctor"
+    auth = base64.b64encode(f"deployer:{secret}".encode()).decode()
+    config.write_text(json.dumps({"auths": {"registry.example:5000": {"auth": auth}}}))
+    os.chmod(config, 0o600)
+    line = line_starting(await run_checks(site.executor(registry_auth=config), None, online=False), "registry credentials")
+    assert line.ok and line.what == f"registry credentials ({config}: 1 registries: registry.example:5000)"
+    os.chmod(config, 0o644)
+    line = line_starting(await run_checks(site.executor(registry_auth=config), None, online=False), "registry credentials")
+    assert not line.ok and "mode 0644" in line.problem and line.fix == f"chmod 600 {config}"
+    config.write_text("{not json")
+    results = await run_checks(site.executor(registry_auth=config), None, online=False)
+    assert_lines(results)
+    line = line_starting(results, "registry credentials")
+    assert not line.ok and "is not JSON" in line.problem
+    gone = line_starting(await run_checks(site.executor(registry_auth=tmp_path / "gone.json"), None, online=False), "registry credentials")
+    assert not gone.ok and "does not exist" in gone.problem
+    assert all(secret not in r.line() for r in results)
