@@ -21,7 +21,7 @@ It prints, each figure beside its target:
    are fed one after the other through the bot's real wiring: a ``bot.app.BotApp`` (its
    ``Bot`` with the retry middleware on an aiohttp session pointed at the double, its
    ``Dispatcher`` with ``ChatGate`` and ``RateLimit`` and ``build_router()``) via
-   ``dispatcher.feed_update(bot, update, client=...)``, as its polling loop does. The
+   ``dispatcher.feed_update(bot, update, fleet=...)``, as its polling loop does. The
    interval runs from ``feed_update`` being called until ``ExecutorClient.send_token`` is
    entered, i.e. until the signed token is made and is about to go out; that is recorded by
    a thin subclass of ``ExecutorClient`` in this script (instrumentation, not a mock: the real
@@ -85,6 +85,7 @@ from aiogram.types import Update  # noqa: E402
 
 from audit import generate_key_pair, load_signing_key  # noqa: E402
 from bot.app import BotApp  # noqa: E402
+from bot.fleet import Fleet  # noqa: E402
 from executor.client import ExecutorClient, Reply  # noqa: E402
 from executor.protocol import audience_for, make_token  # noqa: E402
 from tests.doubles.telegram import DEFAULT_TOKEN, TelegramDouble  # noqa: E402
@@ -154,13 +155,14 @@ def bot_settings(double: TelegramDouble, socket_path: Path, key_path: Path, data
 
 
 async def feed(app: BotApp, client: TimedClient, double: TelegramDouble, user_id: int) -> tuple[float, float, float]:
-    """One /whoami from ``user_id`` through the dispatcher: (to the request, the executor's
-    round trip, the rest) in seconds."""
+    """One /whoami from ``user_id`` through the dispatcher, to the one executor through
+    ``client``: (to the request, the executor's round trip, the rest) in seconds."""
     double.send_text(user_id, "/whoami")
     update = Update.model_validate(double.updates[-1], context={"bot": app.bot})  # mounted, as polling does
     client.last = None
+    fleet = Fleet({None: client})
     started = time.perf_counter()
-    await app.dispatcher.feed_update(app.bot, update, client=client)
+    await app.dispatcher.feed_update(app.bot, update, fleet=fleet)
     ended = time.perf_counter()
     reply = client.last
     if reply is None or reply.status != "done":
@@ -216,7 +218,7 @@ async def measure_latency(double: TelegramDouble, socket_path: Path, key_path: P
             profiled = await profile_interval(app, client, double, user)
     finally:
         await client.close()
-        await app.client.close()
+        await app.fleet.close()
         await app.bot.session.close()
     return {
         "to_request": to_request,
@@ -239,12 +241,13 @@ async def profile_interval(app: BotApp, client: TimedClient, double: TelegramDou
         return await original(self, token)
 
     client.send_token = stop_then_send.__get__(client)  # type: ignore[method-assign]
+    fleet = Fleet({None: client})
     try:
         for i in range(PROFILE_UPDATES):
             double.send_text(user + i, "/whoami")
             update = Update.model_validate(double.updates[-1], context={"bot": app.bot})
             profiler.enable()
-            await app.dispatcher.feed_update(app.bot, update, client=client)
+            await app.dispatcher.feed_update(app.bot, update, fleet=fleet)
             await asyncio.sleep(GAP)
     finally:
         profiler.disable()
@@ -587,7 +590,7 @@ async def run(args: argparse.Namespace, work: Path) -> bool:
                 print_profile(await profile_interval(app, client, double, FIRST_USER + WARMUP))
             finally:
                 await client.close()
-                await app.client.close()
+                await app.fleet.close()
                 await app.bot.session.close()
         finally:
             await profiled.stop()

@@ -202,7 +202,7 @@ class BotApp:
         self.webhook = check_webhook(settings)
         self.settings = settings
         self.bot = make_bot(token, settings.telegram_api_base)
-        self.fleet = Fleet(settings.executor_sockets(), key)
+        self.fleet = Fleet.connect(settings.executor_sockets(), key)
         self.dispatcher = Dispatcher()
         self.dispatcher.message.outer_middleware(ChatGate(settings.chat_id))
         self.dispatcher.callback_query.outer_middleware(ChatGate(settings.chat_id))

@@ -90,21 +90,24 @@ class Fleet:
 
     def __init__(
         self,
-        sockets: Mapping[str | None, Path],
-        key: SigningKey,
+        clients: Mapping[str | None, ExecutorClient],
         *,
         host_timeout: float = HOST_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
         clock: Clock = time.time,
     ) -> None:
-        if not sockets:
+        if not clients:
             raise ValueError("a fleet needs at least one executor")
         self.host_timeout = host_timeout
         self.request_timeout = request_timeout
         self._clock = clock
-        self._hosts: dict[str | None, Host] = {}
-        for name, path in sockets.items():
-            self._hosts[name] = Host(name, _client(path, key, name, request_timeout))
+        self._hosts: dict[str | None, Host] = {name: Host(name, client) for name, client in clients.items()}
+
+    @classmethod
+    def connect(cls, sockets: Mapping[str | None, Path], key: SigningKey, *, request_timeout: float = REQUEST_TIMEOUT, **kwargs: Any) -> Fleet:
+        """A client per socket (``BotSettings.executor_sockets()``), signing with ``key``."""
+        clients = {name: _client(path, key, name, request_timeout) for name, path in sockets.items()}
+        return cls(clients, request_timeout=request_timeout, **kwargs)
 
     @property
     def hosts(self) -> list[Host]:
