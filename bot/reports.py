@@ -7,6 +7,9 @@ adding its section (in the fleet's order). A report joins the open message of it
 when that message is less than ``PERIOD`` old and has no section from that host yet;
 otherwise it starts a new message (the next period, or the previous one arriving late).
 
+A weekly report with figures is a picture: ``bot.pictures.PictureBoard`` does the same
+for it, drawing every host's week into the one picture.
+
 The bot keeps no state across a restart: the open messages are remembered in memory only.
 After a restart, hosts that report later start a second message for the same period;
 nothing is lost, as every report is acknowledged only once it is shown. A combined text

@@ -170,5 +170,5 @@ def trusted(audit_key: SigningKey) -> dict[str, object]:
 from tests.docker.engine import engine, images, resources  # noqa: E402,F401
 from tests.docker.engines import second_engine, second_resources  # noqa: E402,F401
 from tests.docker.registry import registry, secure_registry  # noqa: E402,F401
-from tests.harness import bot_key, harness, make_harness, socket_dir  # noqa: E402,F401
+from tests.harness import bot_key, harness, make_harness, make_host, socket_dir  # noqa: E402,F401
 from tests.ssh import sshd  # noqa: E402,F401

@@ -137,6 +137,29 @@ async def harness(make_harness: Callable[..., Awaitable[Harness]]) -> Harness:
     return await make_harness()
 
 
+@pytest.fixture
+async def make_host(tmp_path: Path, bot_key: SigningKey) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+    """Executors for one bot serving many hosts: ``await make_host("b", **settings)`` starts
+    executor ``b`` (``WINGMAN_EXECUTOR_NAME=b``) with its own home, database and socket,
+    trusting the same bot key as ``make_harness``'s."""
+    made: list[tuple[Harness, Path]] = []
+
+    async def make(name: str, **overrides: Any) -> Harness:
+        home = tmp_path / "hosts" / name
+        (home / "keys").mkdir(parents=True)
+        shutil.copy(tmp_path / "keys" / f"{bot_key.kid}.pub", home / "keys")
+        sockets = Path(tempfile.mkdtemp(prefix=f"wm-{name}-", dir="/tmp"))  # 108-byte socket paths
+        harness = Harness(home, sockets / "run", bot_key, {"executor_name": name, **overrides})
+        made.append((harness, sockets))
+        await harness.start()
+        return harness
+
+    yield make
+    for harness, sockets in made:
+        await harness.stop()
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
 class Recorder:
     """A progress callback that keeps what it was told."""
 

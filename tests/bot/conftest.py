@@ -96,3 +96,47 @@ async def make_world(make_harness: Callable[..., Awaitable[Harness]], tmp_path: 
 @pytest.fixture
 async def world(make_world: Callable[..., Awaitable[World]]) -> World:
     return await make_world()
+
+
+class FleetWorld(World):
+    """A World whose bot serves several executors (``hosts``, by name; ``harness`` is the first)."""
+
+    hosts: dict[str, Harness]
+
+
+@pytest.fixture
+async def make_fleet(make_host: Callable[..., Awaitable[Harness]], tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[FleetWorld]]]:
+    made: list[FleetWorld] = []
+
+    async def make(hosts: dict[str, dict[str, Any]], *, extra: dict[str, Path] | None = None) -> FleetWorld:
+        """A bot serving executors ``hosts`` (name: settings), and ``extra`` sockets by name."""
+        harnesses = {name: await make_host(name, **{"container_allowlist": ["web", "app-*"], **settings}) for name, settings in hosts.items()}
+        double = await TelegramDouble(DEFAULT_TOKEN).start()
+        double.add_chat(TEAM, chat_type="supergroup", title="ops")
+        for user in USERS:
+            double.add_user(user, first_name=f"user{user}")
+        settings = BotSettings(
+            _env_file=None,
+            telegram_bot_token=double.token,
+            telegram_api_base=double.base_url,
+            chat_id=TEAM,
+            bot_key=tmp_path / "keys" / "bot.key",
+            executors={**{name: h.settings.socket_path for name, h in harnesses.items()}, **(extra or {})},
+            data_dir=tmp_path / "bot-data",
+        )
+        app = BotApp(settings)
+        try:
+            await app.start()
+        except BaseException:
+            await app.stop()
+            await double.close()
+            raise
+        world = FleetWorld(next(iter(harnesses.values())), double, app, settings)
+        world.hosts = harnesses
+        made.append(world)
+        return world
+
+    yield make
+    for world in made:
+        await world.app.stop()
+        await world.double.close()
