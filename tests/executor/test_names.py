@@ -17,8 +17,9 @@ from tests.harness import ADMIN, APPROVER, AUDIENCE, OPERATOR, Harness
 
 
 @pytest.fixture
-async def harness(make_harness: Callable[..., Awaitable[Harness]]) -> Harness:
-    return await make_harness(container_allowlist=["web"])
+async def harness(make_harness: Callable[..., Awaitable[Harness]], db_url: str) -> Harness:
+    """On SQLite and on PostgreSQL: names are kept with a write only when they change."""
+    return await make_harness(container_allowlist=["web"], db_url=db_url)
 
 
 @pytest.mark.parametrize(("name", "ok"), [
