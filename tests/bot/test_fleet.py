@@ -139,6 +139,21 @@ async def test_reports_of_all_hosts_are_one_message_with_a_section_each(make_fle
     assert len(weekly) == 1 and weekly[0].text.startswith("📊 Weekly report · 1 of 2 hosts")
 
 
+async def test_after_a_bot_restart_a_later_host_starts_a_new_report_message(make_fleet: Callable[..., Awaitable[FleetWorld]]) -> None:
+    """The open report messages live in the bot's memory only (bot.reports): nothing is lost,
+    the period just shows as two messages."""
+    world = await make_fleet({"a": {}, "b": {}})
+    a, b = world.hosts["a"], world.hosts["b"]
+    await a.executor.outbox.add("scheduler.daily-report", {"text": "a: 5 entries"}, now=a.executor.clock())
+    await world.double.wait_for(lambda: _bot_messages(world, "a: 5 entries") or None, timeout=30, what="a's report")
+    await world.restart_bot()
+    await b.executor.outbox.add("scheduler.daily-report", {"text": "b: 3 entries"}, now=b.executor.clock())
+    [later] = await world.double.wait_for(lambda: _bot_messages(world, "b: 3 entries") or None, timeout=30, what="b's report")
+    [earlier] = _bot_messages(world, "a: 5 entries")
+    assert earlier.message_id != later.message_id
+    assert later.text.startswith("📊 Daily report · 1 of 2 hosts") and "a: 5 entries" not in later.text
+
+
 async def test_a_stopped_host_answers_later_and_its_notifications_arrive_none_lost(
     make_fleet: Callable[..., Awaitable[FleetWorld]],
 ) -> None:

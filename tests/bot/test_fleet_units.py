@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.handlers import ApprovalButton, approval_keyboard
+from bot.formatting import as_plain
+from bot.handlers import CODE_PROMPT, ApprovalButton, Parsed, approval_keyboard, code_prompt, code_vote, command_of, parse
 from bot.settings import BotSettings
 from process.settings import SettingsError, load_settings
 
@@ -62,3 +63,21 @@ def test_one_executor_keeps_the_buttons_it_had() -> None:
     assert ApprovalButton.unpack("ap:approve:abc123") == ApprovalButton(op="approve", id="abc123", host="")
     keyboard = approval_keyboard("abc123", for_requester=False, host="nas")
     assert [b.callback_data for b in keyboard.inline_keyboard[0]] == ["ap:approve:abc123:nas", "ap:reject:abc123:nas"]
+
+
+def test_a_code_prompt_names_the_host_and_the_reply_goes_there() -> None:
+    prompt = code_prompt(2, "Ann", "abc123@nas")
+    found = CODE_PROMPT.match(as_plain(prompt))
+    assert found is not None and found.group(1) == "abc123@nas"
+    assert code_vote(found.group(1), "123 456") == Parsed("approval.approve", {"id": "abc123", "code": "123456"}, "nas")
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("/deploy web@nas nginx@sha256:ab", Parsed("deploy", {"target": "web", "image": "nginx@sha256:ab"}, "nas")),
+    ("/status nas", Parsed("status", {"target": "nas"})),  # a host or a container: bot.routing decides
+    ("/vm start 101@pve", Parsed("vm.start", {"target": 101}, "pve")),
+    ("/cancel 3f2a9c1b@home", Parsed("approval.cancel", {"id": "3f2a9c1b"}, "home")),
+    ("/logs db@home 50", Parsed("logs", {"target": "db", "lines": 50}, "home")),
+])  # fmt: skip
+def test_targets_name_their_host(text: str, parsed: Parsed) -> None:
+    assert parse(*command_of(text)) == parsed
