@@ -207,7 +207,8 @@ class NotificationPump:
         posted; one that cannot be acknowledged now stays held, marked posted, and only its
         acknowledgement is tried again."""
         async with self.held.lock:
-            for chat, waiting in list(self.held.by_chat.items()):
+            for chat, held in list(self.held.by_chat.items()):
+                waiting = list(held)  # another pump may hold more meanwhile: those wait for the next round
                 todo = [w for w in waiting if not w.posted]
                 plain = [w for w in todo if _plain(w.event)]
                 rest = [w for w in todo if not _plain(w.event)]
@@ -226,7 +227,8 @@ class NotificationPump:
                         w.posted = True  # Telegram will never take them: acknowledged, not tried again
                 owners: dict[int, list[Waiting]] = {}
                 for w in waiting:
-                    owners.setdefault(id(w.owner), []).append(w)
+                    if w.posted:
+                        owners.setdefault(id(w.owner), []).append(w)
                 for group in owners.values():
                     owner = group[0].owner
                     try:

@@ -575,6 +575,19 @@ def check_updates_mode(bot: BotSettings) -> CheckResult:
     return _ok(f"Telegram webhook at {webhook.url}, listening on {webhook.host}:{webhook.port}")
 
 
+def check_quiet(bot: BotSettings) -> CheckResult:
+    from bot.app import check_quiet_hours
+
+    try:
+        hours = check_quiet_hours(bot)
+    except SettingsError as exc:
+        return _fail("quiet hours", str(exc))
+    if hours is None:
+        return _ok("no quiet hours (WINGMAN_QUIET_HOURS unset): every message is sent at once")
+    zone = getattr(hours.tz, "key", None) or str(hours.tz)
+    return _ok(f"quiet hours {hours.label()} ({zone}): reports wait, alerts and approvals do not")
+
+
 async def check_get_me(bot: BotSettings) -> CheckResult:
     from bot.app import check_token
 
@@ -641,6 +654,7 @@ async def run_checks(
         results += await _guarded("executors", lambda: check_executors(bot))
         results += await _guarded("Telegram token", lambda: check_token_form(bot))
         results += await _guarded("Telegram webhook", lambda: check_updates_mode(bot))
+        results += await _guarded("quiet hours", lambda: check_quiet(bot))
         if online:
             results += await _guarded("Telegram getMe", lambda: check_get_me(bot))
     return results

@@ -171,6 +171,16 @@ async def test_the_token_form_and_get_me(site: Site) -> None:
     assert not line_starting(results, "Telegram getMe").ok
 
 
+async def test_quiet_hours_are_said_and_a_bad_window_is_one_line(site: Site) -> None:
+    results = await run_checks(None, site.bot(), online=False)
+    assert line_starting(results, "no quiet hours (WINGMAN_QUIET_HOURS unset)").ok
+    results = await run_checks(None, site.bot(quiet_hours="23:00-07:00", timezone="Europe/Berlin"), online=False)
+    assert line_starting(results, "quiet hours 23:00–07:00 (Europe/Berlin)").ok
+    results = await run_checks(None, site.bot(quiet_hours="11pm-7am"), online=False)
+    bad = line_starting(results, "quiet hours")
+    assert not bad.ok and bad.problem == 'WINGMAN_QUIET_HOURS: "11pm-7am" is not a window HH:MM-HH:MM (e.g. 23:00-07:00)'
+
+
 async def test_the_way_updates_arrive(site: Site) -> None:
     results = await run_checks(None, site.bot(), online=False)
     assert line_starting(results, "Telegram updates by long polling").ok
