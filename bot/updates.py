@@ -38,15 +38,17 @@ from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot.fleet import Fleet, Host
+from bot.fleet import Fleet
 from bot.formatting import esc, fits, reply_text, short_digest
 from bot.handlers import UNREACHABLE, chat_context, send_text
+from bot.people import display_name
 from bot.people import display_name
 from executor.client import ExecutorUnreachable, Reply
 
 log = logging.getLogger("wingman.bot")
 
 UPDATE_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+CHECK_TIMEOUT = 50.0  # seconds one host's check may take (50 containers took about 5 s, README)
 BUTTONS_MAX = 50  # Deploy buttons in one message (Telegram takes up to 100 in a keyboard)
 Clock = Callable[[], float]
 
@@ -156,21 +158,35 @@ def build_updates_router(clock: Clock = time.time) -> Router:
             await message.reply("Usage: /updates — lists the image updates of every container you may see")
             return
         user, chat = message.from_user.id, chat_context(message)
-
-        async def ask(host: Host) -> tuple[str | None, dict[str, Any] | None, str | None]:
+        shown_as = display_name(message.from_user)
+        hosts, silent = fleet.hosts, {}
+        if fleet.many:
+            # A silent host is found out within the fleet's few seconds; those that answer
+            # get the longer time a check of their registries may take.
+            greeted = await fleet.each(fleet.hello)
+            silent = {id(a.host): a.down.line for a in greeted if a.down is not None}
+            hosts = [a.host for a in greeted if a.down is None]
+        answers = {
+            id(a.host): a
+            for a in await fleet.each(
+                lambda host: host.client.call(user, "updates", {}, chat, display_name=shown_as), hosts, timeout=CHECK_TIMEOUT
+            )
+        }  # fmt: skip
+        results: list[tuple[str | None, dict[str, Any] | None, str | None]] = []
+        for host in fleet.hosts:
             shown = host.label if fleet.many else None
-            try:
-                reply = await fleet.call(host, user, "updates", {}, chat)
-            except ExecutorUnreachable:
-                return shown or host.label, None, "not answering"
-            if reply.status != "done":
-                return shown or host.label, None, reply.reason
-            return shown, reply.result, None
-
-        results = list(await asyncio.gather(*(ask(host) for host in fleet.hosts)))
+            answer = answers.get(id(host))
+            if answer is None or answer.down is not None or answer.value is None:
+                down = silent.get(id(host)) or (answer.down.line if answer is not None and answer.down else "not answering")
+                results.append((host.label, None, down))
+            elif answer.value.status != "done":
+                results.append((host.label, None, answer.value.reason))
+            else:
+                results.append((shown, answer.value.result, None))
         if not fleet.many and results[0][1] is None:
-            reason = results[0][2]
-            await message.reply(UNREACHABLE if reason == "not answering" else f"❌ {esc(reason)}")
+            only = answers.get(id(fleet.hosts[0]))
+            refused = only is not None and only.value is not None
+            await message.reply(f"❌ {esc(results[0][2])}" if refused else UNREACHABLE)
             return
         text, markup = updates_message(results, now=clock())
         await send_text(bot, message.chat.id, text, name="updates", reply_to=message.message_id, reply_markup=markup)
@@ -184,7 +200,8 @@ def build_updates_router(clock: Clock = time.time) -> Router:
         message = query.message if isinstance(query.message, Message) else None
         chat: dict[str, Any] = {"chat_id": message.chat.id, "private": message.chat.type == "private"} if message else {}
         try:
-            found = await fleet.call(host, query.from_user.id, "updates", {"id": callback_data.id}, chat)
+            shown_as = display_name(query.from_user)
+            found = await fleet.call(host, query.from_user.id, "updates", {"id": callback_data.id}, chat, display_name=shown_as)
             update = one_update(found.result, callback_data.id) if found.status == "done" else None
             if found.status != "done":
                 await query.answer(found.reason[:190], show_alert=True)

@@ -7,12 +7,14 @@ tapped, through approval, for exactly the announced digest), and ``/updates`` on
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from docker.api.client import APIClient
 
 from tests.bot.conftest import TEAM, World
+from tests.bot.test_fleet import silent_socket  # noqa: F401 - a fixture: an executor socket nobody answers on
 from tests.docker.engine import Resources
 from tests.docker.images import BuiltImages
 from tests.docker.registry import Registry
@@ -139,3 +141,35 @@ async def test_the_weekly_report_recalls_updates_left_pending_with_their_buttons
     assert recall.buttons == announced.buttons  # the same Deploy button: the same update
     answer = await tap(world, APPROVER, recall, recall.buttons[0]["callback_data"])
     assert answer.startswith("Deploy requested: request "), answer
+
+
+async def test_with_several_hosts_one_message_names_each_host_and_a_tap_goes_to_that_host(
+    make_fleet: Any, silent_socket: Path, resources: Resources, images: BuiltImages, engine: APIClient, registry: Registry
+) -> None:
+    world = await make_fleet(
+        {
+            "home": {"container_allowlist": [f"{resources.prefix}-web"], "update_check_at": "off", "deploy_timeout_seconds": 20},
+            "nas": {"container_allowlist": [f"{resources.prefix}-db"], "update_check_at": "off", "deploy_timeout_seconds": 20},
+        },
+        extra={"attic": silent_socket},
+    )  # fmt: skip
+    repository = registry.repository()
+    registry.push(engine, resources, images.id("v1"), repository, "stable")
+    web = start(resources, f"{repository}:stable", "web")
+    db = start(resources, f"{repository}:stable", "db")
+    pushed = registry.push(engine, resources, images.id("v2"), repository, "stable")
+    resources.tags.append(f"{repository}@{pushed}")
+
+    [reply] = await world.reply_to(VIEWER, "/updates")
+    lines = reply.text.splitlines()
+    assert lines[0] == "📦 2 updates available (2 containers checked)", reply.text
+    assert lines[1].startswith(f"1. {web}@home · stable (new image) · ") and lines[2].startswith(f"2. {db}@nas · stable (new image) · ")
+    assert lines[3].startswith("⚠️ attic: not answering (since ")
+    assert [b["text"] for b in reply.buttons] == [f"🚀 Deploy {web}@home stable", f"🚀 Deploy {db}@nas stable"]
+    # Deploy on nas: the request is made there, by whoever tapped, and nothing is asked of home.
+    before = await world.hosts["home"].executor.audit.count()
+    answer = await tap(world, APPROVER, reply, reply.buttons[1]["callback_data"])
+    assert answer.startswith("Deploy requested: request "), answer
+    approval_id = answer.removeprefix("Deploy requested: request ").split()[0]
+    assert (await world.hosts["nas"].executor.approvals.get(approval_id)).args["target"] == db
+    assert await world.hosts["home"].executor.audit.count() == before
