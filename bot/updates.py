@@ -42,7 +42,6 @@ from bot.fleet import Fleet
 from bot.formatting import esc, fits, reply_text, short_digest
 from bot.handlers import UNREACHABLE, chat_context, send_text
 from bot.people import display_name
-from bot.people import display_name
 from executor.client import ExecutorUnreachable, Reply
 
 log = logging.getLogger("wingman.bot")
@@ -211,7 +210,7 @@ def build_updates_router(clock: Clock = time.time) -> Router:
                 await query.answer("This update is no longer pending; send /updates for the current ones.", show_alert=True)
                 return
             args = {"target": update.get("target"), "image": update.get("reference")}
-            reply: Reply = await fleet.call(host, query.from_user.id, "deploy", args, chat, display_name=display_name(query.from_user))
+            reply: Reply = await fleet.call(host, query.from_user.id, "deploy", args, chat, display_name=shown_as)
         except ExecutorUnreachable as exc:
             log.error("%s", exc)
             await query.answer("The executor is not answering; nothing was done. Try again in a minute.", show_alert=True)
