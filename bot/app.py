@@ -26,6 +26,7 @@ from aiogram.types import BotCommand, Update
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 
 from audit.signing import KeyFileError, SigningKey, load_signing_key
+from bot import alerts
 from bot.fleet import Fleet, Host
 from bot.handlers import ChatGate, build_router
 from bot.notifications import NotificationPump
@@ -210,6 +211,7 @@ class BotApp:
         self.dispatcher.message.middleware(self.rate_limit)
         self.dispatcher.include_router(build_updates_router(clock))  # before the commands: /updates asks every host
         self.dispatcher.include_router(build_router())
+        self.dispatcher.include_router(alerts.build_router())
         # One pump per executor: a host that is down delays no other host's notifications.
         reports = ReportBoard(self.fleet.names) if self.fleet.many else None
         pictures = PictureBoard(self.fleet.names) if self.fleet.many else None

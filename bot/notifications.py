@@ -26,6 +26,7 @@ from typing import Any
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 
+from bot.alerts import alert_keyboard, alert_text
 from bot.formatting import approval_text, notice_text
 from bot.handlers import approval_keyboard, send_text
 from bot.pictures import WEEKLY_KIND, PictureBoard, send_weekly, weeks_of
@@ -257,6 +258,9 @@ class NotificationPump:
             # A scheduled update check: one message, a Deploy button per update (bot.updates).
             text, markup = updates_notification(payload, self.host, now=self._clock())
             return (await send_text(self.bot, chat, text, name=kind, reply_markup=markup)).message_id
+        if "alert" in payload:  # an incident message: posted once, then edited (bot.alerts)
+            text, markup = alert_text(payload["alert"], host=self.host), alert_keyboard(payload["alert"], host=self.host)
+            return await self._post_or_edit(chat, kind, event, text, markup)
         if "approval" not in payload:
             if self.reports is not None and self.host is not None and kind in REPORT_KINDS:
                 return await self.reports.show(self.bot, chat, kind, self.host, notice_text(payload, kind))
@@ -267,6 +271,10 @@ class NotificationPump:
         markup = None
         if approval.get("state") == "pending":
             markup = approval_keyboard(str(approval["id"]), for_requester=event.get("chat_id") is not None, host=self.host)
+        return await self._post_or_edit(chat, kind, event, text, markup)
+
+    async def _post_or_edit(self, chat: int, kind: str, event: dict[str, Any], text: str, markup: Any) -> int | None:
+        """Edit the message already showing the event's subject, else post one (returns its id)."""
         existing = (event.get("messages") or {}).get(str(chat))
         if existing is not None:
             if kind == "progress" and not self._edit_due(chat, existing):

@@ -4,12 +4,18 @@ A second action on a target that is busy is refused (:class:`executor.errors.Bus
 who holds it), not queued: the person asking learns at once and can try again. Both drivers
 keep one :class:`TargetLocks` (``DockerDriver.locks``, ``ProxmoxDriver.locks``); the
 deployer and crash recovery take the Docker driver's.
+
+The locks also remember when each target was last held (wall-clock time, the time the
+Docker engine stamps its events with): alerts ask :meth:`TargetLocks.held_at` whether an
+event happened while Wingman itself was acting on the container (a deploy, a rollback, a
+restart), and such events raise no alert.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Hashable, Iterator
+import time
+from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 from executor.errors import Busy
@@ -24,8 +30,11 @@ class TargetLocks(Generic[K]):
     so two coroutines cannot both take the same target.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._holders: dict[K, str] = {}
+        self._clock = clock
+        self._since: dict[K, float] = {}  # when the current holder took it
+        self._last: dict[K, tuple[float, float]] = {}  # the last hold that ended: (taken, released)
 
     def holder(self, target: K) -> str | None:
         return self._holders.get(target)
@@ -38,7 +47,16 @@ class TargetLocks(Generic[K]):
             shown = label if label is not None else str(target)
             raise Busy(f"{shown} is busy: {current} is acting on it; try again when that has finished", holder=current)
         self._holders[target] = holder
+        self._since[target] = self._clock()
         try:
             yield
         finally:
             del self._holders[target]
+            self._last[target] = (self._since.pop(target), self._clock())
+
+    def held_at(self, target: K, when: float, *, slack: float = 1.0) -> bool:
+        """Whether ``target`` was held at time ``when`` (give or take ``slack`` seconds)."""
+        if target in self._holders and self._since[target] - slack <= when:
+            return True
+        last = self._last.get(target)
+        return last is not None and last[0] - slack <= when <= last[1] + slack

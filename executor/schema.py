@@ -114,3 +114,19 @@ updates = Table(
     Column("announced_at", Float, nullable=True, index=True),  # None: not posted to the chat yet
     Column("state", Text, nullable=False, index=True),
 )
+
+# Alerts: one row per incident (a container's episode of trouble, from the first death or
+# failed health check until it runs healthy again), see executor.alerts.
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("container", Text, nullable=False),
+    Column("message", Text, nullable=False),  # the outbox ref of the chat message showing it ("alert:<id>")
+    Column("state", Text, nullable=False, index=True),  # open | closed
+    Column("facts", Text, nullable=False),  # JSON: kind, exit code, OOM, log tail, rollback possible
+    Column("count", Integer, nullable=False),  # deaths or failed health checks in the episode
+    Column("opened_at", Float, nullable=False),
+    Column("last_at", Float, nullable=False),
+    Column("closed_at", Float, nullable=True),
+)

@@ -35,6 +35,7 @@ from audit.files import make_private_dir
 from audit.signing import KeyFileError, load_or_create_signing_key
 from audit.database import make_engine, normalize_url, upgrade_schema
 from executor import codes
+from executor.alerts import Alerts, IncidentStore
 from executor.connections import RefusalRecord, SocketGate, reserve_open_files
 from executor.deploy import Deployer
 from executor.deployments import DeploymentStore
@@ -267,6 +268,7 @@ class Daemon:
         self._bound = False  # whether the socket file is ours to remove
         self._started = False
         self._lease: Lease | None = None
+        self.alerts: Alerts | None = None
 
     async def start(self) -> None:
         prepare_data_dir(self.settings)  # first: the lease's lock file lives in it
@@ -344,6 +346,13 @@ class Daemon:
         self._listening = None
         self.scheduler = build_scheduler(self.executor, self._engine, schedule)
         self.scheduler.start()
+        if settings.alerts:
+            executor = self.executor
+            self.alerts = Alerts(
+                driver=self._docker, store=IncidentStore(self._engine), outbox=executor.outbox, audit=self._audit,
+                visible=lambda name: container_visible(executor.policy, name), deployments=deployer.store,
+            )  # fmt: skip
+            await self.alerts.start()
         if proxmox is not None:
             self._self_check = asyncio.create_task(self._proxmox_self_check(proxmox), name="proxmox-self-check")
         await self._audit.append(actor="system", action="executor.start", decision="done", params={"socket": str(settings.socket_path)})
@@ -400,6 +409,8 @@ class Daemon:
             self._listening.close()
         if self.scheduler is not None:
             await self.scheduler.shutdown(timeout=SHUTDOWN_GRACE)
+        if self.alerts is not None:
+            await self.alerts.stop()
         if self.executor is not None:
             self.executor.outbox.wake()
             await self.executor.drain(SHUTDOWN_GRACE)

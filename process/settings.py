@@ -18,7 +18,9 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-FLAG_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
+FLAG_WORDS = {
+    "true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False, "": False,
+}  # fmt: skip
 
 
 class SettingsError(Exception):
@@ -31,7 +33,7 @@ def _flag(value: Any) -> Any:
     if isinstance(value, str):
         word = value.strip().lower()
         if word not in FLAG_WORDS:
-            raise ValueError(f"{value!r} is not a boolean: use true/false, 1/0 or yes/no")
+            raise ValueError(f"{value!r} is not a boolean: use true/false, 1/0, yes/no or on/off")
         return FLAG_WORDS[word]
     return value
 

@@ -21,7 +21,7 @@ TABLE_START, TABLE_END = "<!-- settings:start -->", "<!-- settings:end -->"
 HEADER = """\
 # Wingman settings (generated from the settings models by `python -m wingman.settings_doc`).
 # Copy to .env (read from the working directory) or set them in the environment, which
-# wins over .env. Booleans take true/false, 1/0 or yes/no; unset is false unless a default
+# wins over .env. Booleans take true/false, 1/0, yes/no or on/off; unset is false unless a default
 # says otherwise. Lists are comma-separated. Each process reads only its own settings.
 """
 

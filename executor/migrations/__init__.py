@@ -5,4 +5,4 @@ from pathlib import Path
 
 from audit.database import Migrations
 
-MIGRATIONS = Migrations(Path(__file__).parent, "executor_alembic_version", heads=frozenset({"e0006_names"}))
+MIGRATIONS = Migrations(Path(__file__).parent, "executor_alembic_version", heads=frozenset({"e0007"}))

@@ -55,7 +55,7 @@ def test_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        ("WINGMAN_READ_ONLY", "perhaps", "WINGMAN_READ_ONLY: 'perhaps' is not a boolean: use true/false, 1/0 or yes/no"),
+        ("WINGMAN_READ_ONLY", "perhaps", "WINGMAN_READ_ONLY: 'perhaps' is not a boolean: use true/false, 1/0, yes/no or on/off"),
         ("WINGMAN_APPROVERS", "12,bob", "WINGMAN_APPROVERS:"),
         ("WINGMAN_DEPLOY_TIMEOUT_SECONDS", "0", "WINGMAN_DEPLOY_TIMEOUT_SECONDS:"),
         ("RETENTION_AUDIT_DAYS", "soon", "RETENTION_AUDIT_DAYS:"),
