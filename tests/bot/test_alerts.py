@@ -39,6 +39,11 @@ async def alert_world(make_world: Any, resources: Resources, **settings: Any) ->
     return world
 
 
+def offline(engine: APIClient, **options: Any) -> dict[str, Any]:
+    """No network: these containers need none, and the engine's default bridge is shared."""
+    return dict(engine.create_host_config(network_mode="none", **options))
+
+
 def alert_messages(world: World, name: str) -> list[StoredMessage]:
     return [
         m for m in world.double.chat(TEAM)
@@ -74,7 +79,9 @@ async def test_an_exit_is_one_message_with_its_code_and_logs_and_restart_fixes_i
 ) -> None:
     world = await alert_world(make_world, resources)
     name = resources.name("web")
-    created = resources.container(images.ref("nohc"), "web", command=CRASH_ONCE, environment={"API_TOKEN": "tok-4f9a2c"})
+    created = resources.container(
+        images.ref("nohc"), "web", command=CRASH_ONCE, environment={"API_TOKEN": "tok-4f9a2c"}, host_config=offline(engine)
+    )
 
     alert = await alert_saying(world, name, f"{name} exited (3)")
     assert "starting" in alert.text and "fatal: <no config>" in alert.text  # the log tail, escaped
@@ -101,7 +108,7 @@ async def test_a_failing_health_check_alerts_and_its_fix_recovers(
     world = await alert_world(make_world, resources)
     name = resources.name("hc")
     check = {"test": ["CMD-SHELL", "test -e /ok"], "interval": 300_000_000, "timeout": 1_000_000_000, "retries": 1}
-    created = resources.container(images.ref("nohc"), "hc", healthcheck=check)
+    created = resources.container(images.ref("nohc"), "hc", healthcheck=check, host_config=offline(engine))
 
     alert = await alert_saying(world, name, f"{name} is unhealthy")
     engine.exec_start(engine.exec_create(created["Id"], ["touch", "/ok"])["Id"])
@@ -114,7 +121,7 @@ async def test_a_restart_loop_is_one_incident_with_a_count(
 ) -> None:
     world = await alert_world(make_world, resources)
     name = resources.name("flap")
-    resources.container(images.ref("loop"), "flap", host_config=engine.create_host_config(restart_policy={"Name": "always"}))
+    resources.container(images.ref("loop"), "flap", host_config=offline(engine, restart_policy={"Name": "always"}))
 
     def restarts() -> int | None:
         for message in alert_messages(world, name):
@@ -147,12 +154,12 @@ async def test_a_deploy_that_fails_its_health_gate_raises_no_alert(
     assert await audit_actions(world, name) == []
 
 
-async def test_a_silenced_container_raises_no_alert(make_world: Any, resources: Resources, images: BuiltImages) -> None:
+async def test_a_silenced_container_raises_no_alert(make_world: Any, resources: Resources, images: BuiltImages, engine: APIClient) -> None:
     world = await alert_world(make_world, resources)
     quiet = resources.name("quiet")
-    resources.container(images.ref("exit"), "quiet", labels={"wingman.alerts": "off"})
+    resources.container(images.ref("exit"), "quiet", labels={"wingman.alerts": "off"}, host_config=offline(engine))
     sentinel = resources.name("sentinel")
-    resources.container(images.ref("exit"), "sentinel")
+    resources.container(images.ref("exit"), "sentinel", host_config=offline(engine))
     await alert_saying(world, sentinel, f"{sentinel} exited (3)")
     assert alert_messages(world, quiet) == []
 
