@@ -91,7 +91,10 @@ def alert_keyboard(alert: dict[str, Any], *, host: str | None = None) -> InlineK
             ops.append(("rollback", "⏪ Roll back"))
         row = []
         for op, label in ops:
-            data = AlertButton(op=op, target=name, host=host or "").pack()
+            try:
+                data = AlertButton(op=op, target=name, host=host or "").pack()
+            except ValueError:  # aiogram refuses data over Telegram's 64 bytes
+                continue
             if len(data.encode()) > CALLBACK_LIMIT:
                 continue
             row.append(InlineKeyboardButton(text=label if len(broken) == 1 else f"{label} {name}", callback_data=data))

@@ -243,6 +243,10 @@ class Alerts:
         for name, work in (("alerts-events", self._consume), ("alerts-recovery", self._sweep), ("alerts-messages", self._flush)):
             self._tasks.append(asyncio.create_task(self._forever(name, work), name=name))
 
+    def last_known(self, name: str) -> Seen | None:
+        """The container's state as last seen (by an event or a comparison)."""
+        return self._known.get(name)
+
     async def stop(self) -> None:
         if self._events is not None:
             await asyncio.to_thread(self._events.stop)

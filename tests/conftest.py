@@ -36,7 +36,7 @@ def service_missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-DOCKER_FIXTURES = frozenset({"engine", "images", "resources", "registry", "secure_registry", "second_engine", "second_resources"})
+DOCKER_FIXTURES = frozenset({"engine", "images", "resources", "registry", "secure_registry", "second_engine", "second_resources", "own_engine"})
 TESTS = Path(__file__).parent
 DOCKER_TESTS = TESTS / "docker"
 
@@ -168,7 +168,7 @@ def trusted(audit_key: SigningKey) -> dict[str, object]:
 # Shared fixtures of the whole suite, defined beside what they serve (imported last: those
 # modules use service_missing above).
 from tests.docker.engine import engine, images, resources  # noqa: E402,F401
-from tests.docker.engines import second_engine, second_resources  # noqa: E402,F401
+from tests.docker.engines import own_engine, second_engine, second_resources  # noqa: E402,F401
 from tests.docker.registry import registry, secure_registry  # noqa: E402,F401
 from tests.harness import bot_key, harness, make_harness, make_host, socket_dir  # noqa: E402,F401
 from tests.ssh import sshd  # noqa: E402,F401

@@ -6,7 +6,9 @@ API double. Waiting is on conditions (the message, its edit, the engine's state)
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from typing import Any
 
@@ -17,7 +19,8 @@ from executor.alerts import Timing
 from tests.bot.conftest import TEAM, World
 from tests.bot.test_approvals import answer_to_tap, request_approval
 from tests.docker.engine import Resources
-from tests.docker.images import BuiltImages
+from tests.docker.engines import OwnEngine
+from tests.docker.images import BuiltImages, build_images
 from tests.doubles.telegram import StoredMessage
 from tests.harness import OPERATOR, VIEWER
 
@@ -167,3 +170,30 @@ async def test_a_silenced_container_raises_no_alert(make_world: Any, resources: 
 async def test_alerts_off_follows_nothing(make_world: Any) -> None:
     world = await make_world(alerts=False)
     assert world.harness.daemon.alerts is None
+
+
+async def test_a_death_while_the_engine_was_down_is_reported_after_reconnection(make_world: Any, own_engine: OwnEngine) -> None:
+    # The engine crashes (SIGKILL: its containers live on in their shims), the container
+    # dies while it is down, the engine starts again: no event ever tells of that death,
+    # only the comparison made when the stream is back.
+    built = build_images(own_engine.api, ["nohc"])
+    world = await make_world(container_allowlist=["victim"], docker_host=own_engine.host)
+    alerts = world.harness.daemon.alerts
+    alerts.timing = FAST
+    await world.double.wait_for(lambda: alerts.connections >= 1 or None, timeout=30, what="the alert watcher following the engine")
+    api = own_engine.api
+    victim = api.create_container(
+        built.ref("nohc"), name="victim", command=["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+        host_config=offline(api),
+    )["Id"]  # fmt: skip
+    api.start(victim)
+    pid = api.inspect_container(victim)["State"]["Pid"]
+    await world.double.wait_for(lambda: (seen := alerts.last_known("victim")) and seen.running or None, timeout=30, what="the watcher knowing victim runs")
+
+    own_engine.crash()
+    os.kill(pid, signal.SIGKILL)
+    own_engine.start()
+
+    alert = await alert_saying(world, "victim", "victim exited (137)", timeout=60)
+    assert alerts.connections >= 2
+    assert "🔄 Restart" in [b["text"] for b in alert.buttons]

@@ -27,6 +27,11 @@ Usage::
 names per test, everything removed afterwards); its ``container()`` puts containers on
 network ``none`` unless told otherwise. Both fixtures are registered for the whole suite
 by tests/conftest.py, and a test using them is marked ``slow``.
+
+``own_engine`` is a dockerd of one test's own (same recipe, no images loaded), for a test
+that crashes it (:meth:`OwnEngine.crash`: SIGKILL, as a crash; the containers live on in
+their shims) and starts it again (:meth:`OwnEngine.start`), which the shared session
+engine must never suffer.
 """
 
 from __future__ import annotations
@@ -103,8 +108,9 @@ def _connect(engine: SecondEngine) -> docker.DockerClient:
             time.sleep(0.1)
 
 
-def start_engine() -> tuple[SecondEngine, docker.DockerClient]:
-    """Start a second dockerd in a fresh directory; raises ``RuntimeError`` with its log."""
+def start_engine(root: Path | None = None) -> tuple[SecondEngine, docker.DockerClient]:
+    """Start a second dockerd in a fresh directory (or again in ``root``, after a crash);
+    raises ``RuntimeError`` with its log."""
     dockerd, unshare = shutil.which("dockerd"), shutil.which("unshare")
     if dockerd is None:
         raise RuntimeError("dockerd is not installed (Debian: docker.io, see .ci/run)")
@@ -113,7 +119,7 @@ def start_engine() -> tuple[SecondEngine, docker.DockerClient]:
     if os.geteuid() != 0:
         raise RuntimeError("a second dockerd needs root")
     # Short: the sockets inside must stay under the 108 bytes of a Unix socket path.
-    root = Path(tempfile.mkdtemp(prefix="wm-dk-", dir="/tmp"))
+    root = root or Path(tempfile.mkdtemp(prefix="wm-dk-", dir="/tmp"))
     sock = root / "docker.sock"
     command = [
         unshare, "--net", "--",  # see the module docstring: --bridge=none would delete the host's docker0
@@ -126,7 +132,7 @@ def start_engine() -> tuple[SecondEngine, docker.DockerClient]:
         "--iptables=false",
         "--ip-masq=false",
     ]
-    log = (root / "dockerd.log").open("wb")
+    log = (root / "dockerd.log").open("ab")
     try:
         # unshare execs dockerd: the pid is dockerd's.
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -203,3 +209,69 @@ def second_resources(second_engine: SecondEngine) -> Iterator[Resources]:
         yield res
     finally:
         res.cleanup()
+
+
+class OwnEngine:
+    """A second dockerd of one test's own, to crash and start again in the same directory."""
+
+    def __init__(self) -> None:
+        self.engine, self._client = start_engine()
+        self.root = self.engine.root
+
+    @property
+    def host(self) -> str:
+        return self.engine.host
+
+    @property
+    def api(self) -> APIClient:
+        return self.engine.api
+
+    def crash(self) -> None:
+        """dockerd killed; its containerd waited for (it dies with its parent) or killed, so
+        the next start does not take the dying one for alive; the containers' shims live on."""
+        pid_file = self.root / "exec" / "containerd" / "containerd.pid"
+        containerd = int(pid_file.read_text().strip()) if pid_file.exists() else None
+        self._client.close()
+        self.engine.process.kill()
+        self.engine.process.wait(STOP_DEADLINE)
+        if containerd is not None:
+            deadline = time.monotonic() + 10
+            while _alive(containerd) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(containerd):
+                os.kill(containerd, signal.SIGKILL)
+            while _alive(containerd):
+                time.sleep(0.1)
+        # Where nothing reaps orphans (pid 1 of some containers), the dead containerd stays a
+        # zombie that dockerd takes for alive: its pid file goes with it.
+        pid_file.unlink(missing_ok=True)
+
+    def start(self) -> None:
+        self.engine, self._client = start_engine(self.root)
+
+    def remove(self) -> None:
+        if self.engine.process.poll() is not None:
+            self.start()  # a crashed engine is started again, to stop cleanly (and unmount)
+        stop_engine(self.engine, self._client)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie is dead, only not yet reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def own_engine() -> Iterator[OwnEngine]:
+    """A dockerd for this test alone (see the module docstring); removed afterwards."""
+    try:
+        made = OwnEngine()
+    except RuntimeError as exc:
+        service_missing(f"no second Docker engine: {exc}")
+    try:
+        yield made
+    finally:
+        made.remove()
