@@ -253,6 +253,12 @@ class OwnEngine:
         if self.engine.process.poll() is not None:
             self.start()  # a crashed engine is started again, to stop cleanly (and unmount)
         stop_engine(self.engine, self._client)
+        # The mount a crash left (dockerd mounts its data root on itself at each start) goes
+        # too: this engine was ours alone, nothing else can be using it.
+        mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        for point in sorted((p for p in mounted if p == str(self.root) or p.startswith(f"{self.root}/")), key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
