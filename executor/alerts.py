@@ -234,6 +234,8 @@ class Alerts:
         self._events: EngineEvents | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lost: str | None = None  # why the stream is down, while it is
+        self._died_at: dict[str, float] = {}  # container -> time of its last die event
+        self._side: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._open = {i.container: i for i in await self.store.open_ones()}
@@ -250,10 +252,10 @@ class Alerts:
     async def stop(self) -> None:
         if self._events is not None:
             await asyncio.to_thread(self._events.stop)
-        for task in self._tasks:
+        for task in [*self._tasks, *self._side]:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+        for task in [*self._tasks, *self._side]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
         if self._dirty:  # what changed in the last moments still reaches the chat
@@ -308,13 +310,32 @@ class Alerts:
         if silenced(info) or self.driver.locks.held_at(name, when, slack=self.timing.slack):
             return
         if action == "die":
+            self._died_at[name] = when
             code = attributes.get("exitCode")
             oom = bool((info.get("State") or {}).get("OOMKilled"))
             await self._trouble(name, info, "oom" if oom else "exited", int(code) if str(code).lstrip("-").isdigit() else None)
-        elif action == "oom" and seen_of(info).running:
-            await self._trouble(name, info, "oom", None)  # a process killed, the container still up
+        elif action == "oom":
+            # Most often the container dies of it at once, and its die event tells (with
+            # OOMKilled); only a container still up a moment later lost just a process.
+            self._spawn(self._oom_without_death(name, container_id, when))
         elif action.startswith("health_status") and action.partition(":")[2].strip() == "unhealthy":
             await self._trouble(name, info, "unhealthy", None)
+
+    async def _oom_without_death(self, name: str, container_id: str, when: float) -> None:
+        await asyncio.sleep(max(self.timing.group, 1.0))
+        if self._died_at.get(name, 0.0) >= when:
+            return  # it died of it: the die event opened or counted the incident
+        try:
+            info = await self.driver.run(lambda api: api.inspect_container(container_id))
+        except NotFound:
+            return
+        if seen_of(info).running:
+            await self._trouble(name, info, "oom", None)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
 
     def _shown(self, name: str) -> bool:
         return bool(name) and container_name_problem(name) is None and parse_aside_name(name) is None and self.visible(name)

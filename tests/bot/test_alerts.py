@@ -105,6 +105,15 @@ async def test_an_exit_is_one_message_with_its_code_and_logs_and_restart_fixes_i
     assert await audit_actions(world, name) == ["alert.open", "alert.close"]
 
 
+async def test_an_oom_kill_says_so(make_world: Any, resources: Resources, images: BuiltImages, engine: APIClient) -> None:
+    world = await alert_world(make_world, resources)
+    name = resources.name("hog")
+    hog = ["sh", "-c", "echo allocating; x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"]
+    resources.container(images.ref("nohc"), "hog", command=hog, host_config=offline(engine, mem_limit="16m", memswap_limit="16m"))
+    alert = await alert_saying(world, name, f"{name} exited (137, OOM killed)")
+    assert "allocating" in alert.text and "restarted" not in alert.text
+
+
 async def test_a_failing_health_check_alerts_and_its_fix_recovers(
     make_world: Any, resources: Resources, images: BuiltImages, engine: APIClient
 ) -> None:
@@ -155,6 +164,22 @@ async def test_a_deploy_that_fails_its_health_gate_raises_no_alert(
     await alert_saying(world, sentinel, f"{sentinel} exited (3)")
     assert alert_messages(world, name) == []
     assert await audit_actions(world, name) == []
+
+
+async def test_containers_breaking_together_share_one_message(make_world: Any, resources: Resources, images: BuiltImages, engine: APIClient) -> None:
+    world = await alert_world(make_world, resources)
+    world.harness.daemon.alerts.timing = Timing(group=3.0, recovery=1.5, sweep=0.2)  # as long as the default
+    first, second = resources.name("one"), resources.name("two")
+    resources.container(images.ref("exit"), "one", host_config=offline(engine))
+    resources.container(images.ref("exit"), "two", host_config=offline(engine))
+    both = await world.double.wait_for(
+        lambda: next((m for m in alert_messages(world, first) if f"{second} exited (3)" in m.text), None),
+        timeout=30, what="one alert naming both containers",
+    )  # fmt: skip
+    assert alert_messages(world, first) == alert_messages(world, second) == [both]
+    assert sorted([b["text"] for b in row] for row in both.inline_keyboard) == [
+        [f"📜 Logs {first}", f"🔄 Restart {first}"], [f"📜 Logs {second}", f"🔄 Restart {second}"],
+    ]  # one row per container, named  # fmt: skip
 
 
 async def test_a_silenced_container_raises_no_alert(make_world: Any, resources: Resources, images: BuiltImages, engine: APIClient) -> None:
