@@ -25,6 +25,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from bot.fleet import Fleet
 from bot.formatting import code, esc, reply_text
 from bot.handlers import send_text
+from bot.people import display_name
 from executor.client import ExecutorUnreachable
 
 log = logging.getLogger("wingman.bot")
@@ -123,7 +124,8 @@ def build_router() -> Router:
         chat_id = message.chat.id if message is not None else None
         chat = {"chat_id": chat_id, "private": False, **({"message_id": message.message_id} if message is not None else {})}
         try:
-            reply = await fleet.call(host, query.from_user.id, action, args, chat)
+            shown_as = display_name(query.from_user)
+            reply = await fleet.call(host, query.from_user.id, action, args, chat, display_name=shown_as)
         except ExecutorUnreachable as exc:
             log.error("%s", exc)
             await query.answer("The executor is not answering; nothing was done. Try again in a minute.", show_alert=True)
@@ -134,8 +136,8 @@ def build_router() -> Router:
         await query.answer("Asked the approvers." if reply.status == "pending" else "Done.")
         if chat_id is not None:
             # Said in the chat, under the alert, as the typed command would have been answered.
-            who = f"{esc(query.from_user.first_name)} ({code('tg:' + str(query.from_user.id))}): "
-            text = who + reply_text(action, reply.status, reply.reason, reply.result)
+            who = f"{esc(shown_as or query.from_user.first_name)} ({code('tg:' + str(query.from_user.id))}): "
+            text = who + reply_text(action, reply.status, reply.reason, reply.result, callback_data.host or None)
             await send_text(bot, chat_id, text, name=f"{action}-{callback_data.target}", reply_to=message.message_id if message else None)
 
     return router
