@@ -166,6 +166,31 @@ async def test_a_deploy_that_fails_its_health_gate_raises_no_alert(
     assert await audit_actions(world, name) == []
 
 
+async def test_after_a_deploy_the_alert_offers_roll_back_which_asks_the_approvers(
+    make_world: Any, resources: Resources, images: BuiltImages, engine: APIClient
+) -> None:
+    world = await alert_world(make_world, resources, deploy_timeout_seconds=20)
+    world.harness.daemon.alerts.timing = Timing(group=0.5, recovery=1.5, sweep=0.2, slack=0.1)
+    name = resources.name("web")
+    resources.container(images.ref("v1"), "web", host_config=offline(engine))
+    approval_id = await request_approval(world, OPERATOR, f"/deploy {name} {images.ref('v2')}")
+    await answer_to_tap(world, 2, approval_id, "approve")
+    await world.double.wait_for(
+        lambda: any(f"Request {approval_id}" in m.text and "✅ done" in m.text for m in world.double.chat(TEAM)) or None,
+        timeout=60, what="the deploy done",
+    )  # fmt: skip
+    engine.kill(name)  # not Wingman's doing: an alert
+
+    alert = await alert_saying(world, name, f"{name} exited (137)")
+    assert [b["text"] for b in alert.buttons] == ["📜 Logs", "🔄 Restart", "⏪ Roll back"]
+    assert await tap_answer(world, OPERATOR, alert, "rollback", name) == "Asked the approvers."
+    asked = await world.double.wait_for(
+        lambda: next((m for m in world.double.chat(TEAM) if m.text.startswith("🔐") and "rollback" in m.text and name in m.text), None),
+        timeout=30, what="the rollback's approval message",
+    )  # fmt: skip
+    assert "waiting for approval" in asked.text
+
+
 async def test_containers_breaking_together_share_one_message(make_world: Any, resources: Resources, images: BuiltImages, engine: APIClient) -> None:
     world = await alert_world(make_world, resources)
     world.harness.daemon.alerts.timing = Timing(group=3.0, recovery=1.5, sweep=0.2)  # as long as the default
