@@ -273,3 +273,35 @@ async def test_registry_credentials_are_named_kept_private_and_a_bad_file_is_one
     gone = line_starting(await run_checks(site.executor(registry_auth=tmp_path / "gone.json"), None, online=False), "registry credentials")
     assert not gone.ok and "does not exist" in gone.problem
     assert all(secret not in r.line() for r in results)
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        ({"status": "ok", "audit_seq": 7}, "answers, but says no name: it is older than this bot"),
+        ({"status": "ok", "name": "nas", "version": "0.0.9", "audit_seq": 7}, f"runs version 0.0.9, the bot {VERSION}"),
+    ],
+    ids=["older executor", "other version"],
+)
+async def test_an_executor_of_another_version_is_one_line_saying_upgrade_both(
+    site: Site, socket_dir: Path, answer: dict[str, Any], problem: str
+) -> None:
+    """Another release's executor, stood in for by what it answers on ``GET /v1/health``."""
+    from aiohttp import web
+
+    async def health_answer(request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_get("/v1/health", health_answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    socket_dir.mkdir(parents=True, exist_ok=True)
+    path = socket_dir / "old.sock"
+    await web.UnixSite(runner, str(path)).start()
+    try:
+        results = await run_checks(None, site.bot(executors={"nas": path}), online=False)
+    finally:
+        await runner.cleanup()
+    line = line_starting(results, "executor nas at")
+    assert not line.ok and line.problem == problem and line.fix == "upgrade the bot and the executor together"
