@@ -114,6 +114,24 @@ async def test_an_oom_kill_says_so(make_world: Any, resources: Resources, images
     assert "allocating" in alert.text and "restarted" not in alert.text
 
 
+async def test_an_incident_left_open_by_an_executor_restart_still_ends_recovered(
+    make_world: Any, resources: Resources, images: BuiltImages, engine: APIClient
+) -> None:
+    world = await alert_world(make_world, resources)
+    name = resources.name("web")
+    created = resources.container(images.ref("nohc"), "web", command=CRASH_ONCE, host_config=offline(engine))
+    alert = await alert_saying(world, name, f"{name} exited (3)")
+
+    await world.harness.restart()  # the incident is in the database, not in the old process
+    alerts = world.harness.daemon.alerts
+    alerts.timing = FAST
+    engine.start(created["Id"])  # fixed by hand, outside Wingman
+
+    recovered = await alert_saying(world, name, "recovered after")
+    assert recovered.message_id == alert.message_id
+    assert await audit_actions(world, name) == ["alert.open", "alert.close"]
+
+
 async def test_a_failing_health_check_alerts_and_its_fix_recovers(
     make_world: Any, resources: Resources, images: BuiltImages, engine: APIClient
 ) -> None:
