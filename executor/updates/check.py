@@ -37,7 +37,7 @@ from docker.api.client import APIClient
 from docker.errors import APIError, NotFound
 
 from executor.deployments import DeploymentStore
-from executor.docker_driver import DockerDriver, explain_api_error
+from executor.docker_driver import DockerDriver, explain_api_error, parse_aside_name
 from executor.errors import ActionError
 from executor.updates.credentials import RegistryCredentials
 from executor.updates.registry import (
@@ -307,8 +307,8 @@ def _inspect_visible(api: APIClient, visible: Callable[[str], bool]) -> list[tup
     for entry in api.containers(all=True):
         names = [n.lstrip("/") for n in entry.get("Names") or []]
         name = next((n for n in names if "/" not in n), None)
-        if name is None or not visible(name):
-            continue
+        if name is None or parse_aside_name(name) is not None or not visible(name):
+            continue  # an old container a deploy set aside is not a service of its own
         try:
             info = api.inspect_container(entry["Id"])
         except NotFound:
