@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.people import Names
 from bot.ratelimit import limit_line
+from bot.stacks import stack_restart_text, status_text
 
 TEXT_LIMIT = 4096
 
@@ -178,6 +179,8 @@ def reply_text(action: str, status: str, reason: str, result: dict[str, Any], ho
         )
     if status != "done":
         return f"❌ {esc(reason)}"
+    if action == "restart" and result.get("project"):
+        return stack_restart_text(result, reason)
     render = _RENDERERS.get(action)
     if action == "pending":
         return _pending(result, host)
@@ -326,20 +329,6 @@ def _verify(result: dict[str, Any]) -> str:
     return f"{mark} {esc(result.get('summary'))}" + "".join(warnings)
 
 
-def _status(result: dict[str, Any]) -> str:
-    containers = result.get("containers") or []
-    if not containers:
-        return "No containers to show."
-    lines = []
-    for c in containers:
-        health = f", {esc(c['health'])}" if c.get("health") else ""
-        lines.append(
-            f"<b>{esc(c.get('name'))}</b> {esc(c.get('state'))}{health} · {code(c.get('image'))} "
-            f"{esc(c.get('image_id', ''))} · up {esc(c.get('uptime', '-'))} · restarts {esc(c.get('restart_count', 0))}"
-        )
-    return "\n".join(lines)
-
-
 def _logs(result: dict[str, Any]) -> str:
     lines = result.get("lines") or []
     header = f"<b>{esc(result.get('name'))}</b>, last {len(lines)} lines"
@@ -362,7 +351,7 @@ _RENDERERS = {
     "pending": _pending,
     "audit": _audit,
     "verify": _verify,
-    "status": _status,
+    "status": status_text,
     "logs": _logs,
 }
 

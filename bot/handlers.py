@@ -134,9 +134,12 @@ def _parse(command: str, text: str | None) -> Parsed:
     if command == "start" and not words:
         return Parsed("help", {})  # Telegram's own /start, when someone first opens the chat
     if command == "status":
-        need(0, "/status [name]", 1)
+        need(0, "/status [name|project]", 1)
         return Parsed("status", {"target": words[0]} if words else {})
-    if command in ("restart", "start", "stop", "rollback"):
+    if command == "restart":
+        need(1, "/restart <name|project>")
+        return Parsed(command, {"target": words[0]})
+    if command in ("start", "stop", "rollback"):
         need(1, f"/{command} <name>")
         return Parsed(command, {"target": words[0]})
     if command == "logs":

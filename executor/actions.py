@@ -11,6 +11,7 @@ not available yet.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,15 +20,17 @@ from typing import Any
 from audit import AuditStore
 from audit.verify import VerifyReport
 from executor.approvals import Approval, Approvals
-from executor.deploy import Deployer, DeployResult, check_image_reference
-from executor.docker_driver import LOG_LINES_DEFAULT, LOG_LINES_MAX, DockerDriver
+from executor.deploy import DEFAULT_HEALTH_TIMEOUT, Deployer, DeployResult, check_image_reference
+from executor.docker_driver import LOG_LINES_DEFAULT, LOG_LINES_MAX, DockerDriver, Visible, labels_of
 from executor.people import People
 from executor.pinning import ImagePin
 from executor.progress import Progress, format_duration, no_progress
-from executor.errors import Refused, Unavailable
+from executor.errors import ActionError, ActionFailed, Refused, Unavailable
+from executor.stacks import compose_file_note, restart_stack
 from executor.proxmox import ProxmoxDriver, VmOutcome, snapshot_name_problem
 from executor.updates import UpdateWatch
-from policy import Policy, Verdict, allowed_actions, container_visible, decide, vm_visible
+from policy import Policy, Verdict, allowed_actions, container_visible, decide, effective_entry, vm_visible
+from policy.names import STACK_PREFIX, container_name_problem, project_name_problem, stack_target
 
 AUDIT_TAIL_DEFAULT, AUDIT_TAIL_MAX = 10, 50
 
@@ -163,6 +166,58 @@ def _guard(context: ActionContext, call: Call, action: str) -> None:
         raise Refused(decision.reason)
 
 
+async def _guard_docker(context: ActionContext, call: Call, action: str) -> None:
+    """``_guard`` for a container action, with the target's labels as the engine has them now.
+
+    The labels are read only when the allowlist has ``stack:`` entries (they can allow a
+    container by its Compose project); a missing container has none.
+    """
+    target = call.args.get("target")
+    labels = await container_labels(context, target)
+    decision = decide(context.policy, user_id=call.user_id, action=action, target=target, labels=labels)
+    if decision.verdict is Verdict.DENY:
+        raise Refused(decision.reason)
+
+
+def _uses_stacks(policy: Policy) -> bool:
+    return any(entry.startswith(STACK_PREFIX) for entry in policy.containers)
+
+
+async def container_labels(context: ActionContext, target: object) -> dict[str, str] | None:
+    """The labels of the container named exactly ``target`` when policy may need them; None otherwise.
+
+    None when the allowlist has no ``stack:`` entry, Docker is not configured, the target
+    is no container name or no such container exists (then only its name can allow it).
+    """
+    if not _uses_stacks(context.policy) or context.docker is None:
+        return None
+    if not isinstance(target, str) or container_name_problem(target) is not None:
+        return None
+    try:
+        return labels_of(await context.docker.inspect(target))
+    except Refused:
+        return None
+
+
+async def resolve_target(context: ActionContext, action: str, args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """The arguments with a bare stack name written ``stack:<project>``, and the target container's labels.
+
+    Decided when the request comes in, before policy: a name is the container of that
+    name when there is one; otherwise, for the actions that take a stack (``/status``,
+    ``/restart``), the Compose project of that name when ``stack:<name>`` is allowlisted;
+    otherwise it stays as it was (and policy refuses it like any name it does not allow).
+    """
+    target = args.get("target")
+    entry = effective_entry(context.policy, action)
+    if entry is None or not entry.takes_stack or not isinstance(target, str) or target.startswith(STACK_PREFIX):
+        return args, await container_labels(context, target)
+    labels = await container_labels(context, target)  # None here: no container of that name
+    allowed_stack = STACK_PREFIX + target in context.policy.containers and project_name_problem(target) is None
+    if labels is None and allowed_stack and context.docker is not None:
+        return {**args, "target": STACK_PREFIX + target}, None
+    return args, labels
+
+
 def _docker(context: ActionContext) -> DockerDriver:
     if context.docker is None:
         raise Unavailable("Docker is not configured on this executor")
@@ -183,24 +238,36 @@ def _target(call: Call) -> str:
 
 
 async def status(context: ActionContext, call: Call) -> Result:
-    _guard(context, call, "status")
+    await _guard_docker(context, call, "status")
     target = call.args.get("target")
     if target is not None and not isinstance(target, str):
         raise Refused("name the container, e.g. /status web")
-    found = await _docker(context).status(lambda name: container_visible(context.policy, name), target)
+    visible: Visible = lambda name, labels: container_visible(context.policy, name, labels)  # noqa: E731
+    project = stack_target(target)
+    if project is not None:
+        # The stack itself is allowed (policy said so): every container Compose labelled with it is shown.
+        found = await _docker(context).status(lambda name, labels: True, project=project)
+        if not found:
+            raise Refused(f"there is no Compose stack named {project} on this host")
+    else:
+        found = await _docker(context).status(visible, target)
     listed = [
         {
             "name": c.name, "state": c.state, "health": c.health, "image": c.image, "image_id": c.image_id,
             "uptime": format_duration(c.uptime_seconds) if c.uptime_seconds is not None else None,
             "restart_count": c.restart_count, "exit_code": c.exit_code, "summary": c.summary(),
+            "project": c.project, "service": c.service,
         }
         for c in found
     ]  # fmt: skip
-    return Result(f"{len(listed)} containers", {"containers": listed})
+    data: dict[str, Any] = {"containers": listed}
+    if project is not None:
+        data["project"] = project
+    return Result(f"{len(listed)} containers", data)
 
 
 async def logs(context: ActionContext, call: Call) -> Result:
-    _guard(context, call, "logs")
+    await _guard_docker(context, call, "logs")
     lines = _count(call.args.get("lines"), LOG_LINES_DEFAULT, 10**6, "lines")
     found = await _docker(context).logs(_target(call), min(lines, LOG_LINES_MAX))
     capped = found.capped or lines > LOG_LINES_MAX
@@ -209,32 +276,48 @@ async def logs(context: ActionContext, call: Call) -> Result:
 
 
 async def restart(context: ActionContext, call: Call) -> Result:
-    _guard(context, call, "restart")
+    await _guard_docker(context, call, "restart")
+    project = stack_target(call.args.get("target"))
+    if project is not None:
+        timeout = context.deployer.health_timeout if context.deployer is not None else DEFAULT_HEALTH_TIMEOUT
+        done = await restart_stack(_docker(context), project, actor=call.actor, health_timeout=timeout, progress=call.progress)
+        data = {"project": project, "order": done.order, "order_from": done.order_from, "services": [s.as_json() for s in done.services]}
+        if not done.ok:
+            raise ActionFailed(done.summary("restart failed"))
+        return Result(done.summary("restarted"), data)
     outcome = await _docker(context).restart(_target(call), actor=call.actor, progress=call.progress)
     return Result(outcome.summary, {"changed": outcome.changed, "status": outcome.status.summary()})
 
 
 async def start(context: ActionContext, call: Call) -> Result:
-    _guard(context, call, "start")
+    await _guard_docker(context, call, "start")
     outcome = await _docker(context).start(_target(call), actor=call.actor, progress=call.progress)
     return Result(outcome.summary, {"changed": outcome.changed, "status": outcome.status.summary()})
 
 
 async def stop(context: ActionContext, call: Call) -> Result:
-    _guard(context, call, "stop")
+    await _guard_docker(context, call, "stop")
     outcome = await _docker(context).stop(_target(call), actor=call.actor, progress=call.progress)
     return Result(outcome.summary, {"changed": outcome.changed, "status": outcome.status.summary()})
 
 
-def _deployed(result: DeployResult) -> Result:
+async def _deployed(context: ActionContext, result: DeployResult) -> Result:
+    note = ""
+    if context.docker is not None:
+        try:
+            labels = labels_of(await context.docker.inspect(result.service))
+            note = await asyncio.to_thread(compose_file_note, labels, result.current.tag)
+        except ActionError:
+            note = ""  # the deploy is done; the note is a courtesy
     return Result(
-        result.summary,
+        result.summary + note,
         {
             "deployment": result.deployment_id,
             "previous": {"tag": result.previous.tag, "id": result.previous.id},
             "current": {"tag": result.current.tag, "id": result.current.id},
             "seconds": round(result.seconds, 1),
             "verdict": result.verdict,
+            **({"compose_note": note.removeprefix("; ")} if note else {}),
         },
     )
 
@@ -247,7 +330,7 @@ def _pinned(call: Call) -> ImagePin:
 
 
 async def deploy(context: ActionContext, call: Call) -> Result:
-    _guard(context, call, "deploy")
+    await _guard_docker(context, call, "deploy")
     image = call.args.get("image")
     if not isinstance(image, str):
         raise Refused("name the image, e.g. /deploy web nginx:1.27")
@@ -256,16 +339,16 @@ async def deploy(context: ActionContext, call: Call) -> Result:
         _target(call), image, requested_by=call.actor, approved_by=call.approved_by, pin=_pinned(call),
         progress=call.progress,
     )  # fmt: skip
-    return _deployed(result)
+    return await _deployed(context, result)
 
 
 async def rollback(context: ActionContext, call: Call) -> Result:
-    _guard(context, call, "rollback")
+    await _guard_docker(context, call, "rollback")
     deployer = _deployer(context)
     result = await deployer.rollback(
         _target(call), requested_by=call.actor, approved_by=call.approved_by, pin=_pinned(call), progress=call.progress
     )
-    return _deployed(result)
+    return await _deployed(context, result)
 
 
 async def pin_image(context: ActionContext, action: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -49,7 +49,7 @@ from docker.errors import APIError, DockerException, NotFound
 from executor.errors import ActionError, ActionFailed, Refused, Unavailable
 from executor.locks import TargetLocks
 from executor.progress import Progress, emit, format_duration, no_progress
-from policy.names import container_name_problem, show
+from policy.names import COMPOSE_PROJECT_LABEL, container_name_problem, project_of, show
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,12 @@ LOG_LINES_DEFAULT = 50
 LOG_LINES_MAX = 500
 LOG_LINE_MAX_CHARS = 2000
 DEFAULT_STOP_TIMEOUT = 10  # the engine's own default when a container sets no StopTimeout
+
+# What a container's name and labels must satisfy to be listed or acted on (policy's word).
+Visible = Callable[[str, Mapping[str, str] | None], bool]
+# Compose's labels besides the project (policy.names.COMPOSE_PROJECT_LABEL).
+COMPOSE_SERVICE_LABEL = "com.docker.compose.service"
+COMPOSE_ONEOFF_LABEL = "com.docker.compose.oneoff"
 
 # Containers renamed aside during a deploy are called "<name>-wingman-old-<deploy id>":
 # recognisable after a crash, and never listed or acted on as services of their own.
@@ -127,6 +133,9 @@ class ContainerStatus:
     uptime_seconds: int | None  # None unless running
     restart_count: int
     exit_code: int | None  # None while running
+    project: str | None = None  # the Compose project and service its labels name, if any
+    service: str | None = None
+    created: str = ""  # Docker's creation time (RFC 3339), for a stack's creation order
 
     def summary(self) -> str:
         """One line for people: ``web: running (healthy), app:2 [1a2b3c4d5e6f], up 3m 2s, 0 restarts``."""
@@ -256,6 +265,12 @@ def check_container_name(name: object) -> str:
 
 def _no_such_container(name: str) -> Refused:
     return Refused(f"there is no container named {show(name)}")
+
+
+def labels_of(info: dict[str, Any]) -> dict[str, str]:
+    """A container's labels (from its inspect), as the engine has them."""
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
 def stop_timeout(info: dict[str, Any]) -> int:
@@ -391,24 +406,34 @@ class DockerDriver:
 
     # -- status ------------------------------------------------------------------------------
 
-    async def status(self, visible: Callable[[str], bool], name: str | None = None) -> list[ContainerStatus]:
-        """Status of every container ``visible`` admits, by name; or of that one container.
+    async def status(self, visible: Visible, name: str | None = None, *, project: str | None = None) -> list[ContainerStatus]:
+        """Status of every container ``visible(name, labels)`` admits, by name; or of that one container.
 
-        A hidden container is answered exactly like a missing one.
+        With ``project``, only the containers Compose labelled with that project (one-off
+        ``run`` containers left out). A hidden container is answered exactly like a missing one.
         """
         if name is not None:
             check_container_name(name)
-            if not visible(name):
-                raise _no_such_container(name)
-            return [await self.run(lambda api: _status_of(api, self.inspect_named(api, name)))]
 
-        def listing(api: APIClient) -> list[tuple[str, str]]:
+            def one(api: APIClient) -> ContainerStatus:
+                info = self.inspect_named(api, name)
+                if not visible(name, labels_of(info)):
+                    raise _no_such_container(name)
+                return _status_of(api, info)
+
+            return [await self.run(one)]
+
+        def listing(api: APIClient) -> list[tuple[str, str, dict[str, str]]]:
             named = []
-            for entry in api.containers(all=True):
+            filters = {"label": f"{COMPOSE_PROJECT_LABEL}={project}"} if project is not None else None
+            for entry in api.containers(all=True, filters=filters):
                 # Names of linked containers look like "/other/alias": only a container's own counts.
                 names = [n.lstrip("/") for n in entry.get("Names") or [] if n.count("/") == 1]
+                labels = dict(entry.get("Labels") or {})
+                if project is not None and labels.get(COMPOSE_ONEOFF_LABEL) == "True":
+                    continue
                 if names and parse_aside_name(names[0]) is None and container_name_problem(names[0]) is None:
-                    named.append((names[0], str(entry["Id"])))
+                    named.append((names[0], str(entry["Id"]), labels))
             return named
 
         def collect(api: APIClient, wanted: list[str]) -> list[ContainerStatus]:
@@ -423,7 +448,7 @@ class DockerDriver:
         try:
             named = await self.run(listing)
             # The caller's predicate runs here, on the loop, never in a worker thread.
-            wanted = [container_id for own, container_id in named if visible(own)]
+            wanted = [container_id for own, container_id, labels in named if visible(own, labels)]
             return await self.run(lambda api: collect(api, wanted))
         except APIError as exc:
             raise ActionFailed(f"Docker refused the status query: {explain_api_error(exc)}") from None
@@ -557,7 +582,11 @@ def _status_of(api: APIClient, info: dict[str, Any]) -> ContainerStatus:
     image_id = str(info.get("Image") or "")
     if not image or image.startswith("sha256:"):
         image = _tag_of_image(api, image_id)
+    labels = labels_of(info)
     return ContainerStatus(
+        project=project_of(labels),
+        service=labels.get(COMPOSE_SERVICE_LABEL) if project_of(labels) else None,
+        created=str(info.get("Created") or ""),
         name=str(info.get("Name", "")).lstrip("/"),
         state=str(state.get("Status") or "unknown"),
         health=health_of(info),

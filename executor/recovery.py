@@ -12,7 +12,6 @@ the next start tries again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +20,7 @@ from docker.errors import APIError, NotFound
 
 from executor.deploy import Deployer, made_by
 from executor.deployments import Deployment
-from executor.docker_driver import ImageRef, aside_name, explain_api_error, parse_aside_name, parse_docker_time, short_id
+from executor.docker_driver import ImageRef, Visible, aside_name, labels_of, explain_api_error, parse_aside_name, parse_docker_time, short_id
 from executor.errors import ActionError
 from executor.health_gate import has_healthcheck, health_gate
 from policy.names import show
@@ -39,7 +38,7 @@ class Recovery:
 
 async def recover(
     deployer: Deployer,
-    visible: Callable[[str], bool],
+    visible: Visible,
     *,
     timeout: float | None = None,
     running_window: float | None = None,
@@ -62,7 +61,7 @@ async def recover(
     for record in await deployer.store.unfinished():
         if deployer.driver.locks.holder(record.service) is not None:
             continue  # a deploy in progress in this process, not an interrupted one
-        if not visible(record.service):
+        if not visible(record.service, labels_of(record.prev_container)):
             report.alerts.append(
                 f"deployment {record.id} names {show(record.service)}, which is not allowlisted now; nothing was touched"
             )
@@ -173,7 +172,7 @@ async def _recover_one(deployer: Deployer, record: Deployment, timeout: float, w
     await deployer.store.finish(record.id, "recovered", line)
     report.done.append(line)
 
-async def _sweep_aside(deployer: Deployer, visible: Callable[[str], bool], report: Recovery) -> None:
+async def _sweep_aside(deployer: Deployer, visible: Visible, report: Recovery) -> None:
     """Containers still under a temporary name whose deploy record here has ended."""
 
     def listing(api: APIClient) -> list[tuple[str, str, str, bool]]:
@@ -195,7 +194,7 @@ async def _sweep_aside(deployer: Deployer, visible: Callable[[str], bool], repor
             continue
         if record.finished_at is None:
             continue  # its deployment could not be finished above (an alert says why)
-        if not visible(service):
+        if not visible(service, labels_of(record.prev_container)):
             report.alerts.append(
                 f"{aside_name(service, deploy_id)} was set aside for {show(service)}, which is not allowlisted now; nothing was touched"
             )

@@ -372,7 +372,7 @@ class Daemon:
         """Bring back services whose deploy a crash interrupted, before serving anyone."""
         assert self.executor is not None
         policy = self.executor.policy  # the allowlist as it is now, not as it was at the crash
-        report = await recover(deployer, lambda name: container_visible(policy, name))
+        report = await recover(deployer, lambda name, labels: container_visible(policy, name, labels))
         await self._report_at_start(report.done, "recovery", "deploy.recover", "done", "Recovered after a restart:")
         await self._report_at_start(
             report.alerts, "alert", "deploy.recover", "refused", "🚨 Recovery left these alone; look at them by hand:"

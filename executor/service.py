@@ -216,7 +216,13 @@ class Executor:
         shown = shown_target(args)
         if not (target is None or isinstance(target, (str, int))) or isinstance(target, bool):
             return await self._refuse(request, request_id, "bad_request", "args.target must be a name or a number")
-        decision = decide(self.policy, user_id=request.user_id, action=request.action, target=target)
+        try:
+            # A bare stack name becomes stack:<project>; a container's labels may allow it by its stack.
+            args, labels = await actions.resolve_target(self.action_context(), request.action, args)
+        except ActionError as exc:
+            return await self._refuse(request, request_id, exc.status, exc.reason)
+        target, shown = args.get("target"), shown_target(args)
+        decision = decide(self.policy, user_id=request.user_id, action=request.action, target=target, labels=labels)
         params = audit_params(args)
         if decision.verdict is Verdict.DENY:
             await self._record(request.actor, request.action, "denied", shown, params, decision.reason, request_id)
@@ -400,7 +406,7 @@ class Executor:
         params = {**audit_params(approval.args), "approval": approval.id, "approved_by": approval.decided_by}
         audit: str | None = None  # the outcome's audit decision, when _run has not written it
         try:
-            refusal = self._run_time_refusal(approval)
+            refusal = await self._run_time_refusal(approval)
             if refusal is not None:
                 reply, final, audit = Reply("denied", f"refused at run time: {refusal}", approval.request_id), REFUSED, "refused"
             else:
@@ -414,15 +420,17 @@ class Executor:
             reply, final, audit = Reply("failed", f"failed: {_unexpected(exc)}", approval.request_id), FAILED, "failed"
         await self._end_approval(approval, final, reply, audit, params)
 
-    def _run_time_refusal(self, approval: Approval) -> str | None:
+    async def _run_time_refusal(self, approval: Approval) -> str | None:
         if not approval.intact:  # edited in the database since it was made (see executor.approvals)
             return "the stored request does not match its signature (changed after it was made)"
+        target = approval.args.get("target")
         return run_time_refusal(
             self.policy,
             requester_id=_user_of(approval.requester),
             action=approval.action,
-            target=approval.args.get("target"),
+            target=target,
             approved_by=frozenset(_user_of(v) for v in approval.votes),
+            labels=await actions.container_labels(self.action_context(), target),
         )
 
     async def _end_approval(

@@ -44,7 +44,7 @@ class ExecutorSettings(ProcessSettings):
     approvers: UserIds = setting([], "WINGMAN_APPROVERS", "Telegram user ids of approvers.", group=ACCESS)
     operators: UserIds = setting([], "WINGMAN_OPERATORS", "Telegram user ids of operators.", group=ACCESS)
     viewers: UserIds = setting([], "WINGMAN_VIEWERS", "Telegram user ids of viewers.", group=ACCESS)
-    container_allowlist: CommaList = setting([], "WINGMAN_CONTAINER_ALLOWLIST", "Containers Wingman may touch: exact names or prefix-* globs. Empty: none.", group=ACCESS)
+    container_allowlist: CommaList = setting([], "WINGMAN_CONTAINER_ALLOWLIST", "Containers Wingman may touch: exact names, prefix-* globs, or stack:<project> (every container of that Compose project). Empty: none.", group=ACCESS)
     vm_allowlist: UserIds = setting([], "WINGMAN_VM_ALLOWLIST", "Proxmox VMIDs Wingman may touch. Empty: none.", group=ACCESS)
     node_allowlist: CommaList = setting([], "WINGMAN_NODE_ALLOWLIST", "Proxmox nodes Wingman may touch. Empty: none.", group=ACCESS)
     read_only: Flag = setting(False, "WINGMAN_READ_ONLY", "Refuse everything but reads.", group=ACCESS)

@@ -36,6 +36,11 @@ class CatalogueEntry:
     dangerous: bool
     usage: str
     description: str
+    takes_stack: bool = False
+
+
+# The container actions that may name a whole Compose stack, as `stack:<project>`.
+STACK_ACTIONS = frozenset({"status", "restart"})
 
 
 def _entry(
@@ -52,6 +57,7 @@ def _entry(
         dangerous=tier == Tier.TWO_APPROVALS,
         usage=usage,
         description=description,
+        takes_stack=name in STACK_ACTIONS,
     )
 
 
@@ -62,14 +68,14 @@ _V, _O, _AP, _AD = Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN
 _ENTRIES = (
     _entry("help", _READ, _V, _NONE, "/help", "list the commands you may use"),
     _entry("whoami", _READ, _V, _NONE, "/whoami", "show your Telegram id and role"),
-    _entry("status", _READ, _V, _CONTAINER, "/status [name]", "show allowed containers, or one"),
+    _entry("status", _READ, _V, _CONTAINER, "/status [name|project]", "show allowed containers by stack, or one"),
     _entry("vm.status", _READ, _V, _VM, "/vm status [vmid]", "show allowed VMs, or one"),
     _entry("pending", _READ, _V, _NONE, "/pending", "list requests waiting for approval"),
     _entry("updates", _READ, _V, _NONE, "/updates", "check the registries for newer images now"),
     _entry("audit", _READ, _AP, _NONE, "/audit [n]", "show the latest audit entries"),
     _entry("verify", _READ, _AD, _NONE, "/verify", "verify the audit chain"),
     _entry("logs", _NOW, _O, _CONTAINER, "/logs <name> [lines]", "show a container's recent logs"),
-    _entry("restart", _NOW, _O, _CONTAINER, "/restart <name>", "restart a container"),
+    _entry("restart", _NOW, _O, _CONTAINER, "/restart <name|project>", "restart a container, or a stack in dependency order"),
     _entry("start", _NOW, _O, _CONTAINER, "/start <name>", "start a stopped container"),
     _entry("vm.start", _NOW, _O, _VM, "/vm start <vmid>", "start a VM"),
     _entry("deploy", _ONE, _O, _CONTAINER, "/deploy <name> <image:tag>", "deploy a new image"),

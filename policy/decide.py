@@ -15,7 +15,11 @@
 10. tier 0 and 1 are allowed at once; tier 2 and 3 need approval.
 
 The executor should pass the VM's node whenever it knows it; without a node only the
-vmid is checked.
+vmid is checked. Likewise it passes a container's labels (as the engine has them now):
+an allowlist entry `stack:<project>` allows a container exactly when its
+`com.docker.compose.project` label names that project, so a stack recreated by Compose is
+still allowed. A target written `stack:<project>` names a whole stack; only the actions
+marked `takes_stack` accept one, and only when `stack:<project>` itself is allowlisted.
 
 `run_time_refusal` decides an approved request again, just before it runs, under the
 policy the executor holds then (which may be narrower than when it was approved).
@@ -24,6 +28,7 @@ policy the executor holds then (which may be narrower than when it was approved)
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from policy import names
 from policy.catalogue import CATALOGUE, CatalogueEntry, approvals_needed, min_role_for_tier
@@ -67,8 +72,12 @@ def decide(
     action: str,
     target: str | int | None,
     node: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Decision:
-    """Whether `user_id` may run `action` on `target` (and `node`), and why. Never raises."""
+    """Whether `user_id` may run `action` on `target` (and `node`, or the container's `labels`), and why.
+
+    Never raises.
+    """
     role = policy.role_of(user_id)
     if role is None:
         return Decision(Verdict.DENY, NOT_AUTHORISED, None, 0, None)
@@ -84,7 +93,7 @@ def decide(
             f"{entry.name} needs the {entry.min_role.label} role or higher;"
             f" you are {role.with_article}"
         )
-    problem = _target_problem(policy, entry, target, node)
+    problem = _target_problem(policy, entry, target, node, labels)
     if problem is not None:
         return deny(problem)
     refusal = _mode_refusal(policy, entry)
@@ -104,7 +113,7 @@ def decide(
 
 
 def _target_problem(
-    policy: Policy, entry: CatalogueEntry, target: object, node: object
+    policy: Policy, entry: CatalogueEntry, target: object, node: object, labels: object = None
 ) -> str | None:
     if entry.target is not TargetKind.VM and node is not None:
         return f"{entry.name} takes no node"
@@ -116,7 +125,7 @@ def _target_problem(
             return f"{entry.name} needs {what}"
         problem = None
     elif entry.target is TargetKind.CONTAINER:
-        problem = _container_problem(policy, entry, target)
+        problem = _container_problem(policy, entry, target, labels)
     else:
         problem = _vm_problem(policy, entry, target)
     if problem is None and entry.target is TargetKind.VM and node is not None:
@@ -124,16 +133,36 @@ def _target_problem(
     return problem
 
 
-def _container_problem(policy: Policy, entry: CatalogueEntry, target: object) -> str | None:
+def _container_problem(
+    policy: Policy, entry: CatalogueEntry, target: object, labels: object = None
+) -> str | None:
+    if isinstance(target, str) and target.startswith(names.STACK_PREFIX):
+        return _stack_problem(policy, entry, target)
     problem = names.container_name_problem(target)
     if problem is not None:
         return problem
     assert isinstance(target, str)  # container_name_problem rejects non-strings
-    if not names.container_matches(target, policy.containers):
+    if not names.container_matches(target, policy.containers, labels):
         empty = ", which is empty" if not policy.containers else ""
         return f"{target} is not on the container allowlist{empty}"
     restriction = _restriction(policy, entry)
-    if restriction is not None and not names.container_matches(target, restriction):
+    if restriction is not None and not names.container_matches(target, restriction, labels):
+        return f"the policy does not allow {entry.name} on {target}"
+    return None
+
+
+def _stack_problem(policy: Policy, entry: CatalogueEntry, target: str) -> str | None:
+    """A whole stack, `stack:<project>`: allowed only where that very entry is allowlisted."""
+    problem = names.project_name_problem(target.removeprefix(names.STACK_PREFIX))
+    if problem is not None:
+        return problem
+    if not entry.takes_stack:
+        return f"{entry.name} acts on one container; name a container, not a stack"
+    if target not in policy.containers:
+        empty = ", which is empty" if not policy.containers else ""
+        return f"{target} is not on the container allowlist{empty}"
+    restriction = _restriction(policy, entry)
+    if restriction is not None and target not in restriction:
         return f"the policy does not allow {entry.name} on {target}"
     return None
 
@@ -207,6 +236,7 @@ def run_time_refusal(
     action: str,
     target: str | int | None,
     approved_by: frozenset[int],
+    labels: Mapping[str, str] | None = None,
 ) -> str | None:
     """Why an approved request may no longer run under `policy`, or None when it still may.
 
@@ -215,7 +245,7 @@ def run_time_refusal(
     votes must still be as many as the action's tier now asks for. Reasons speak of the
     requester, not "you": they are shown in the team chat.
     """
-    decision = decide(policy, user_id=requester_id, action=action, target=target)
+    decision = decide(policy, user_id=requester_id, action=action, target=target, labels=labels)
     if decision.verdict is Verdict.DENY:
         if decision.role is None:
             return f"the requester tg:{requester_id} no longer has a role"
@@ -238,11 +268,16 @@ def needs_one_time_code(policy: Policy, tier: int) -> bool:
     return tier >= Tier.ONE_APPROVAL and tier >= policy.one_time_codes_from_tier
 
 
-def container_visible(policy: Policy, name: str) -> bool:
-    """Whether /status may show this container: exactly when `status` on it is allowed."""
+def container_visible(policy: Policy, name: str, labels: Mapping[str, str] | None = None) -> bool:
+    """Whether /status may show this container (with these labels): exactly when `status` on it is allowed.
+
+    A `stack:<project>` name is never a container: it is not visible here.
+    """
     entry = effective_entry(policy, "status")
     assert entry is not None
-    return _container_problem(policy, entry, name) is None
+    if not isinstance(name, str) or name.startswith(names.STACK_PREFIX):
+        return False
+    return _container_problem(policy, entry, name, labels) is None
 
 
 def vm_visible(policy: Policy, vmid: int | str, node: str | None) -> bool:

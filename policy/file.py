@@ -8,7 +8,7 @@ The format, every key optional, nothing else allowed::
       operators: [3]
       viewers: [4]
     allowlists:
-      containers: [web, "app-*"]   # exact names, or a prefix ending in - _ or . then *
+      containers: [web, "app-*", "stack:immich"]   # names, prefix-* globs, whole Compose projects
       vms: [100, 101]              # vmids, 100..999999999
       nodes: [pve1]                # Proxmox node names
     read_only: false

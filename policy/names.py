@@ -5,7 +5,8 @@ shell or path characters never reaches the matching (or the driver) at all. The
 functions answer with a one-line reason (or None when the value is fine) instead of
 raising, so each caller can place the reason in its own message.
 
-Container allowlist patterns are exact names or one trailing glob: a name prefix ending
+Container allowlist patterns are exact names, `stack:<project>` (every container Compose
+labelled with that project, see `project_of`), or one trailing glob: a name prefix ending
 in `-`, `_` or `.`, then `*` (`app-*`). The `*` stands for ONE OR MORE characters:
 `app-*` matches `app-1` and `app-web`, but not `app-` itself and not `xapp-1`. Requiring
 the separator keeps `web*` from quietly matching `webmail`; a bare `*` is refused because
@@ -15,7 +16,7 @@ an allowlist that allows everything is no allowlist.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 # Docker's own rule for container names; ASCII only, checked with fullmatch.
 _CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
@@ -25,6 +26,12 @@ _GLOB_CHARS = frozenset("*?[]")
 _NODE_NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 # Plain decimal only: no sign, no leading zero, no '_', no non-ASCII digits (int() takes all).
 _DECIMAL = re.compile(r"[1-9][0-9]*")
+
+# Compose's own rule for project names (it lowercases what it is given); ASCII only.
+_PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,127}")
+STACK_PREFIX = "stack:"
+# The label Compose puts on every container of a project (v1 and v2 alike).
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 
 VMID_MIN = 100  # Proxmox reserves ids below 100
 VMID_MAX = 999_999_999
@@ -54,6 +61,8 @@ def container_pattern_problem(pattern: object) -> str | None:
     """None when `pattern` is a valid container allowlist entry, otherwise why it is not."""
     if not isinstance(pattern, str):
         return f"{show(pattern)} is not a container name or 'prefix-*' pattern"
+    if pattern.startswith(STACK_PREFIX):
+        return project_name_problem(pattern.removeprefix(STACK_PREFIX))
     if not _GLOB_CHARS.intersection(pattern):
         return container_name_problem(pattern)
     if pattern == "*":
@@ -71,12 +80,44 @@ def container_pattern_problem(pattern: object) -> str | None:
     return None
 
 
-def container_matches(name: str, patterns: Iterable[object]) -> bool:
-    """Whether a (valid) container name is allowed by any of the patterns.
+def project_name_problem(name: object) -> str | None:
+    """None when `name` is a valid Compose project name, otherwise why it is not."""
+    if not isinstance(name, str) or _PROJECT_NAME.fullmatch(name) is None:
+        return (
+            f"{show(name)} is not a Compose project name: lowercase letters, digits, '_' and '-',"
+            " starting with a letter or digit"
+        )
+    return None
 
-    Only a well-formed `prefix-*` pattern is treated as a glob; anything else is compared
-    exactly, so a malformed pattern can never widen the match.
+
+def stack_target(target: object) -> str | None:
+    """The project when `target` is written `stack:<project>` (a whole stack), else None."""
+    if isinstance(target, str) and target.startswith(STACK_PREFIX):
+        project = target.removeprefix(STACK_PREFIX)
+        return project if project_name_problem(project) is None else None
+    return None
+
+
+def project_of(labels: object) -> str | None:
+    """The Compose project a container's labels name, when it is a valid project name."""
+    if not isinstance(labels, Mapping):
+        return None
+    project = labels.get(COMPOSE_PROJECT_LABEL)
+    return project if isinstance(project, str) and project_name_problem(project) is None else None
+
+
+def container_matches(name: str, patterns: Iterable[object], labels: object = None) -> bool:
+    """Whether a (valid) container name, with its labels, is allowed by any of the patterns.
+
+    Only a well-formed `prefix-*` pattern is treated as a glob; a `stack:<project>` entry
+    matches every container whose labels name that project (`labels` as the engine has
+    them NOW: a recreated container matches again); anything else is compared exactly, so
+    a malformed pattern can never widen the match.
     """
+    patterns = tuple(patterns)
+    project = project_of(labels)
+    if project is not None and STACK_PREFIX + project in patterns:
+        return True
     for pattern in patterns:
         if not isinstance(pattern, str):
             continue

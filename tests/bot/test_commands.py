@@ -27,8 +27,8 @@ async def test_a_stranger_gets_one_short_refusal_and_is_audited(world: World) ->
 
 
 @pytest.mark.parametrize(("user", "present", "absent"), [
-    (VIEWER, ["/status [name]", "/pending"], ["/restart <name>", "/verify", "/audit [n]"]),
-    (OPERATOR, ["/restart <name>", "/deploy <name> <image:tag>"], ["/verify", "/audit [n]"]),
+    (VIEWER, ["/status [name|project]", "/pending"], ["/restart <name|project>", "/verify", "/audit [n]"]),
+    (OPERATOR, ["/restart <name|project>", "/deploy <name> <image:tag>"], ["/verify", "/audit [n]"]),
     (APPROVER, ["/audit [n]"], ["/verify"]),
     (ADMIN, ["/verify", "/audit [n]", "/deploy <name> <image:tag>"], []),
 ])

@@ -42,7 +42,7 @@ async def test_status_lists_only_visible_containers_with_their_details(
     await wait_for(lambda: api.inspect_container(resources.name("job"))["State"]["Status"] == "exited")
     await wait_for(lambda: api.inspect_container(web["Id"])["State"]["Health"]["Status"] == "healthy")
 
-    def visible(name: str) -> bool:
+    def visible(name: str, labels: object = None) -> bool:
         return name.startswith(resources.prefix) and not name.endswith("-hidden")
 
     statuses = await driver.status(visible)
@@ -65,11 +65,11 @@ async def test_a_hidden_container_is_answered_exactly_like_a_missing_one(
     resources.container(images.ref("v1"), "hidden", start=False)
     hidden, missing = resources.name("hidden"), resources.name("absent")
     with pytest.raises(Refused) as for_hidden:
-        await driver.status(lambda name: name != hidden, hidden)
+        await driver.status(lambda name, labels: name != hidden, hidden)
     with pytest.raises(Refused) as for_missing:
-        await driver.status(lambda name: True, missing)
+        await driver.status(lambda name, labels: True, missing)
     assert str(for_hidden.value).replace(hidden, "X") == str(for_missing.value).replace(missing, "X")
-    assert all(s.name != hidden for s in await driver.status(lambda name: name != hidden))
+    assert all(s.name != hidden for s in await driver.status(lambda name, labels: name != hidden))
 
 
 # -- logs -----------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ async def test_bad_names_are_refused_before_the_engine_is_asked(name: str, tmp_p
         with pytest.raises(Refused):
             await driver.logs(name)
         with pytest.raises(Refused):
-            await driver.status(lambda n: True, name)
+            await driver.status(lambda n, labels: True, name)
     finally:
         await driver.close()
 
@@ -276,7 +276,7 @@ async def test_no_socket_at_all_is_engine_unavailable(tmp_path: Path) -> None:
     driver = DockerDriver(f"unix://{tmp_path}/nothing.sock")
     try:
         for call in (
-            lambda: driver.status(lambda n: True),
+            lambda: driver.status(lambda n, labels: True),
             lambda: driver.logs("web"),
             lambda: driver.restart("web", actor=ACTOR),
         ):
@@ -294,7 +294,7 @@ async def test_a_socket_with_nothing_listening_is_engine_unavailable(tmp_path: P
     dead.bind(str(path))  # bound, never listening: connections are refused
     driver = DockerDriver(f"unix://{path}")
     try:
-        error, _ = await ticking_while(lambda: driver.status(lambda n: True))
+        error, _ = await ticking_while(lambda: driver.status(lambda n, labels: True))
         assert isinstance(error, EngineUnavailable) and "connection refused" in str(error)
     finally:
         await driver.close()
@@ -305,7 +305,7 @@ async def test_an_engine_that_never_answers_fails_without_blocking_the_loop(sile
     driver = DockerDriver(silent_socket, timeout=1)
     try:
         began = time.monotonic()
-        error, ticks = await ticking_while(lambda: driver.status(lambda n: True))
+        error, ticks = await ticking_while(lambda: driver.status(lambda n, labels: True))
         took = time.monotonic() - began
         assert isinstance(error, EngineUnavailable), error
         assert "did not answer within 1 s" in str(error)
