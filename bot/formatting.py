@@ -263,7 +263,7 @@ def _help_everywhere(replies: list[HostReply]) -> str:
 
 
 def _status_on(action: str, status: str, reason: str, result: dict[str, Any], host: str | None) -> str:
-    return _status(result) if status == "done" else f"❌ {esc(reason)}"
+    return status_text(result) if status == "done" else f"❌ {esc(reason)}"
 
 
 _HOST_RENDERERS: dict[str, Any] = {"status": _status_on}

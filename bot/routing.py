@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.fleet import Answer, Fleet, Host
+from bot.stacks import stack_of
 from executor.client import Reply
 
 # Asked of every host at once when no target narrows them down.
@@ -103,7 +104,10 @@ def _lists(answer: Answer[Reply], lookup: Lookup, target: Any) -> bool:
     if reply is None or reply.status != "done":
         return False
     listed = reply.result.get(lookup.listed) or []
-    return any(isinstance(item, dict) and str(item.get(lookup.key)) == str(target) for item in listed)
+    if any(isinstance(item, dict) and str(item.get(lookup.key)) == str(target) for item in listed):
+        return True
+    # A Compose stack (`/restart immich`, `/status stack:immich`) lives where its containers are.
+    return lookup is CONTAINERS and stack_of(target) in {item.get("project") for item in listed if isinstance(item, dict)}
 
 
 def _nowhere(lookup: Lookup, target: str, answers: list[Answer[Reply]]) -> str:

@@ -65,3 +65,8 @@ def stack_restart_text(result: dict[str, Any], reason: str) -> str:
         mark = "✅" if s.get("ok") else "❌"
         lines.append(f"{mark} <b>{_esc(s.get('service'))}</b> {_esc(s.get('state'))}")
     return "\n".join(lines) if services else f"✅ {_esc(reason)}"
+
+
+def stack_of(target: object) -> str:
+    """The project a target may name: ``stack:immich`` and ``immich`` both name ``immich``."""
+    return str(target).removeprefix("stack:")

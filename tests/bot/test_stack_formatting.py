@@ -40,3 +40,15 @@ def test_a_stack_restart_names_each_service_in_order() -> None:
         "✅ <b>db</b> running (healthy)",
         "✅ <b>server</b> running",
     ]
+
+
+def test_with_many_hosts_a_stack_is_found_where_its_containers_are() -> None:
+    from bot.fleet import Answer, Host
+    from bot.routing import CONTAINERS, VMS, _lists
+    from executor.client import Reply
+
+    listed = Reply(200, "done", "2 containers", result={"containers": [_c("immich_db_1", "immich", "db"), _c("web")]})
+    answer = Answer(Host("nas", client=None), listed)  # type: ignore[arg-type]
+    assert _lists(answer, CONTAINERS, "immich") and _lists(answer, CONTAINERS, "stack:immich")
+    assert _lists(answer, CONTAINERS, "web") and not _lists(answer, CONTAINERS, "paperless")
+    assert not _lists(answer, VMS, "immich")
