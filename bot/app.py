@@ -59,6 +59,7 @@ MENU = [
     BotCommand(command="rollback", description="back to the previous image (needs approval)"),
     BotCommand(command="pending", description="requests waiting for approval"),
     BotCommand(command="updates", description="image updates ready to deploy"),
+    BotCommand(command="update", description="apply a stack's updates as one (needs approval)"),
     BotCommand(command="vm", description="Proxmox VMs: status, start, shutdown, snapshot"),
     BotCommand(command="audit", description="the latest audit entries"),
     BotCommand(command="whoami", description="your id and role"),

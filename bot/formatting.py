@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.people import Names
 from bot.ratelimit import limit_line
-from bot.stacks import stack_restart_text, status_text
+from bot.stacks import plan_text, stack_restart_text, status_text
 
 TEXT_LIMIT = 4096
 
@@ -74,6 +74,10 @@ def describe_request(action: str, args: dict[str, Any], host: str | None = None)
     elif host:
         words.append(f"on {code(host)}")
     extra = {k: v for k, v in args.items() if k != "target"}
+    plan = extra.pop("plan", None)
+    if isinstance(plan, list):
+        # A stack update: the plan the executor bound it to, one service a line, in order.
+        return " ".join(words) + "\n" + plan_text(plan)
     pinned = extra.pop("pinned", None)
     if isinstance(pinned, dict):
         # The image the executor bound the request to: what the approver approves.

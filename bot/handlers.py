@@ -139,6 +139,9 @@ def _parse(command: str, text: str | None) -> Parsed:
     if command == "restart":
         need(1, "/restart <name|project>")
         return Parsed(command, {"target": words[0]})
+    if command == "update":
+        need(1, "/update <project>")
+        return Parsed(command, {"target": words[0]})
     if command in ("start", "stop", "rollback"):
         need(1, f"/{command} <name>")
         return Parsed(command, {"target": words[0]})
@@ -201,7 +204,7 @@ def _parse_vm(words: list[str]) -> Parsed:
 
 COMMANDS = (
     "help", "whoami", "status", "pending", "logs", "restart", "start", "stop", "deploy", "rollback",
-    "audit", "verify", "cancel", "code", "vm", "hosts",
+    "audit", "verify", "cancel", "code", "vm", "hosts", "update",
 )  # fmt: skip
 
 

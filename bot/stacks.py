@@ -70,3 +70,20 @@ def stack_restart_text(result: dict[str, Any], reason: str) -> str:
 def stack_of(target: object) -> str:
     """The project a target may name: ``stack:immich`` and ``immich`` both name ``immich``."""
     return str(target).removeprefix("stack:")
+
+
+def _short(digest: object) -> str:
+    algorithm, _, hexdigits = str(digest).partition(":")
+    return f"{algorithm}:{hexdigits[:4]}…{hexdigits[-4:]}" if len(hexdigits) > 8 else str(digest)
+
+
+def plan_text(plan: list[Any]) -> str:
+    """A stack update's plan, in the order it runs: ``1. db: app:1 (sha256:3f2a…c91b) → app:2 (sha256:9e1d…07aa)``."""
+    lines = []
+    for number, step in enumerate(plan, 1):
+        if not isinstance(step, dict):
+            continue
+        current = f"{step.get('current')} ({_short(step.get('current_digest') or step.get('current_id'))})"
+        new = f"{str(step.get('image', '')).partition('@')[0]} ({_short(step.get('new_digest'))})"
+        lines.append(f"{number}. <b>{_esc(step.get('service'))}</b>: <code>{_esc(current)}</code> → <code>{_esc(new)}</code>")
+    return "\n".join(lines)

@@ -26,6 +26,7 @@ from executor.people import People
 from executor.pinning import ImagePin
 from executor.progress import Progress, format_duration, no_progress
 from executor.errors import ActionError, ActionFailed, Refused, Unavailable
+from executor.stack_update import plan_update, run_update
 from executor.stacks import compose_file_note, restart_stack
 from executor.proxmox import ProxmoxDriver, VmOutcome, snapshot_name_problem
 from executor.updates import UpdateWatch
@@ -211,6 +212,8 @@ async def resolve_target(context: ActionContext, action: str, args: dict[str, An
     entry = effective_entry(context.policy, action)
     if entry is None or not entry.takes_stack or not isinstance(target, str) or target.startswith(STACK_PREFIX):
         return args, await container_labels(context, target)
+    if entry.stack_only and project_name_problem(target) is None:
+        return {**args, "target": STACK_PREFIX + target}, None
     labels = await container_labels(context, target)  # None here: no container of that name
     allowed_stack = STACK_PREFIX + target in context.policy.containers and project_name_problem(target) is None
     if labels is None and allowed_stack and context.docker is not None:
@@ -358,6 +361,8 @@ async def pin_image(context: ActionContext, action: str, args: dict[str, Any]) -
     bound (and its message shows) the image itself, not a name that may move; Refused
     when the image cannot be resolved. The Docker calls run in the driver's threads.
     """
+    if action == "update":
+        return await _plan_update(context, args)
     if action not in ("deploy", "rollback") or context.deployer is None:
         return args
     if action == "deploy":
@@ -368,6 +373,29 @@ async def pin_image(context: ActionContext, action: str, args: dict[str, Any]) -
             raise Refused("name the container, e.g. /rollback web")
         pin = await context.deployer.pin_rollback(target)
     return {**args, "pinned": pin.as_json()}
+
+
+async def _plan_update(context: ActionContext, args: dict[str, Any]) -> dict[str, Any]:
+    """``/update <project>``: the arguments with the stack's update plan, bound to its images, as ``plan``."""
+    project = stack_target(args.get("target"))
+    if project is None:
+        raise Refused("name the stack, e.g. /update immich")
+    if context.deployer is None or context.updates is None:
+        raise Unavailable("Docker is not configured on this executor")
+    steps = await plan_update(context.deployer, context.updates, project, context.clock())
+    return {**args, "plan": [step.as_json() for step in steps]}
+
+
+async def update(context: ActionContext, call: Call) -> Result:
+    """An approved ``/update <project>``: the plan it was bound to, applied as one (see executor.stack_update)."""
+    await _guard_docker(context, call, "update")
+    project = stack_target(call.args.get("target"))
+    if project is None:
+        raise Refused("name the stack, e.g. /update immich")
+    summary, data = await run_update(
+        _deployer(context), project, call.args, requested_by=call.actor, approved_by=call.approved_by, progress=call.progress
+    )
+    return Result(summary, data)
 
 
 # -- updates ---------------------------------------------------------------------------------
@@ -471,6 +499,8 @@ def check_arguments(action: str, args: dict[str, Any]) -> None:
     """Refuse, before anyone is asked to approve it, what the action would refuse anyway."""
     if action in ("deploy", "rollback") and "pinned" in args:
         raise Refused("args.pinned is set by the executor when it resolves the image; leave it out")
+    if action == "update" and "plan" in args:
+        raise Refused("args.plan is set by the executor from the update check; leave it out")
     if action == "deploy":
         if not isinstance(args.get("image"), str):
             raise Refused("name the image, e.g. /deploy web nginx:1.27")
@@ -497,6 +527,7 @@ HANDLERS: dict[str, Handler] = {
     "stop": stop,
     "deploy": deploy,
     "rollback": rollback,
+    "update": update,
     "whoami": whoami,
     "help": help_,
     "pending": pending,

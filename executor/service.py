@@ -51,6 +51,7 @@ from executor.metrics import LastVerification, RequestCounter
 from executor.outbox import MAX_WAIT, Outbox
 from executor.people import People
 from executor.protocol import PROTOCOL_ACTIONS, Request, TokenRejected, TokenVerifier, audience_for
+from executor.stack_update import recover_update
 from executor.recordable import audit_params, shown_target, unrecordable
 from executor.replay import Claim, ReplayGuard
 from executor.updates import UpdateCheck, UpdateStore, UpdateWatch
@@ -484,6 +485,14 @@ class Executor:
     async def _interrupted_outcome(self, approval: Approval) -> Reply:
         """How a request interrupted by a stop ended, as far as this executor can tell."""
         target = approval.target or ""
+        if approval.action == "update" and self.deployer is not None:
+            # Putting services back is decided again like any run, under the policy held now.
+            refusal = await self._run_time_refusal(approval)
+            finished, line = await recover_update(
+                self.deployer, approval.args, requester=approval.requester,
+                since=(approval.decided_at or approval.created_at) - 1.0, refusal=refusal,
+            )  # fmt: skip
+            return Reply("done" if finished else "failed", line, approval.request_id)
         if approval.action in ("deploy", "rollback") and self.deployer is not None:
             since = (approval.decided_at or approval.created_at) - 1.0
             found = next(

@@ -37,10 +37,13 @@ class CatalogueEntry:
     usage: str
     description: str
     takes_stack: bool = False
+    stack_only: bool = False
 
 
 # The container actions that may name a whole Compose stack, as `stack:<project>`.
-STACK_ACTIONS = frozenset({"status", "restart"})
+STACK_ACTIONS = frozenset({"status", "restart", "update"})
+# The actions that act on a whole stack only.
+STACK_ONLY_ACTIONS = frozenset({"update"})
 
 
 def _entry(
@@ -58,6 +61,7 @@ def _entry(
         usage=usage,
         description=description,
         takes_stack=name in STACK_ACTIONS,
+        stack_only=name in STACK_ONLY_ACTIONS,
     )
 
 
@@ -80,6 +84,7 @@ _ENTRIES = (
     _entry("vm.start", _NOW, _O, _VM, "/vm start <vmid>", "start a VM"),
     _entry("deploy", _ONE, _O, _CONTAINER, "/deploy <name> <image:tag>", "deploy a new image"),
     _entry("rollback", _ONE, _O, _CONTAINER, "/rollback <name>", "go back to the previous image"),
+    _entry("update", _ONE, _O, _CONTAINER, "/update <project>", "apply a stack's updates as one, in dependency order"),
     _entry("stop", _ONE, _O, _CONTAINER, "/stop <name>", "stop a container"),
     _entry("vm.shutdown", _ONE, _O, _VM, "/vm shutdown <vmid>", "shut a VM down cleanly"),
     _entry("vm.reboot", _ONE, _O, _VM, "/vm reboot <vmid>", "reboot a VM"),

@@ -138,6 +138,8 @@ def _container_problem(
 ) -> str | None:
     if isinstance(target, str) and target.startswith(names.STACK_PREFIX):
         return _stack_problem(policy, entry, target)
+    if entry.stack_only:
+        return f"{entry.name} acts on a whole Compose stack; name its project, e.g. /{entry.name} immich"
     problem = names.container_name_problem(target)
     if problem is not None:
         return problem
@@ -294,7 +296,8 @@ def allowed_actions(policy: Policy, user_id: int | None) -> list[CatalogueEntry]
 
     Left out: actions above the user's role, actions the modes refuse (read-only,
     dangerous operations off), and actions that need a target when no target could pass
-    (empty allowlist, or an empty target list in the policy file).
+    (empty allowlist, or an empty target list in the policy file; for a stack-only action,
+    no `stack:` entry).
     """
     role = policy.role_of(user_id)
     if role is None:
@@ -314,4 +317,7 @@ def allowed_actions(policy: Policy, user_id: int | None) -> list[CatalogueEntry]
 def _no_target_can_pass(policy: Policy, entry: CatalogueEntry) -> bool:
     allowlist = policy.containers if entry.target is TargetKind.CONTAINER else policy.vms
     restriction = _restriction(policy, entry)
+    if entry.stack_only:  # only a stack: entry can ever pass
+        stacks = [t for t in allowlist if isinstance(t, str) and t.startswith(names.STACK_PREFIX)]
+        return not stacks or (restriction is not None and not set(stacks) & set(restriction))
     return not allowlist or (restriction is not None and not restriction)

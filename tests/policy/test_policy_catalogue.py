@@ -28,6 +28,7 @@ DESIGN_TABLE = {
     "deploy": (2, OP, CONTAINER),
     "rollback": (2, OP, CONTAINER),
     "stop": (2, OP, CONTAINER),
+    "update": (2, OP, CONTAINER),  # issue 18: a whole Compose stack (stack_only)
     "vm.shutdown": (2, OP, VM),
     "vm.reboot": (2, OP, VM),
     "vm.snapshot": (2, OP, VM),

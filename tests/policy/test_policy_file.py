@@ -303,5 +303,5 @@ def test_the_module_docstring_example_is_a_valid_file(tmp_path: Path) -> None:
     doc = policy.file.__doc__ or ""
     example = doc.split("::\n", 1)[1].split("\n\n", 1)[0]
     loaded = load_policy_file(write(tmp_path, textwrap.dedent(example)))
-    assert loaded.containers == {"web", "app-*"}
+    assert loaded.containers == {"web", "app-*", "stack:immich"}
     assert loaded.actions["restart"].tier == Tier.ONE_APPROVAL

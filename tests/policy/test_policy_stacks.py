@@ -112,3 +112,18 @@ def test_stack_targets_and_project_labels_parse() -> None:
     assert stack_target("immich") is None and stack_target("stack:Bad") is None and stack_target(3) is None
     assert project_of(IMMICH) == "immich"
     assert project_of({}) is None and project_of(None) is None and project_of(["x"]) is None
+
+
+def test_update_takes_a_whole_stack_only_and_waits_for_an_approver() -> None:
+    decision = decide(POLICY, user_id=OPERATOR, action="update", target="stack:immich")
+    assert decision.verdict is Verdict.NEEDS_APPROVAL and decision.approvals_needed == 1
+    one = decide(POLICY, user_id=OPERATOR, action="update", target="web")
+    assert one.verdict is Verdict.DENY and one.reason == "update acts on a whole Compose stack; name its project, e.g. /update immich"
+
+
+def test_help_offers_update_only_where_a_stack_is_allowlisted() -> None:
+    from policy import allowed_actions
+
+    assert "update" in [e.name for e in allowed_actions(POLICY, OPERATOR)]
+    by_name = Policy.from_settings(operators=[OPERATOR], containers=["web"])
+    assert "update" not in [e.name for e in allowed_actions(by_name, OPERATOR)]
