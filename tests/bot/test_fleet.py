@@ -60,8 +60,8 @@ async def test_whoami_and_help_say_what_the_user_may_do_on_each_host(make_fleet:
     assert who.text == f"You are tg:{OPERATOR}:\na: operator\nb: viewer"
     [helped] = await world.reply_to(OPERATOR, "/help")
     on_a, on_b = helped.text.split("\n\na\n")[1].split("\n\nb\n")
-    assert "/restart <name>" in on_a and "/restart <name>" not in on_b
-    assert "/status [name]" in on_b
+    assert "/restart <name|project>" in on_a and "/restart <name|project>" not in on_b
+    assert "/status [name|project]" in on_b
     [stranger] = await world.reply_to(STRANGER, "/whoami", team=False)
     assert stranger.text == "❌ you are not authorised to use this bot"  # one short refusal, no list of hosts
 
