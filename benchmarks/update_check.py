@@ -144,7 +144,7 @@ async def main() -> int:
 
         credentials = Path(f"/tmp/{prefix}-no-config.json")  # absent: no credentials, as for public registries
         check = UpdateCheck(driver, lambda: RegistryCredentials.load(credentials))
-        visible = lambda name: name.startswith(prefix)  # noqa: E731
+        visible = lambda name, labels: name.startswith(prefix)  # noqa: E731
         walls: list[float] = []
         per_check: list[Counter[str]] = []
         own: list[int] = []

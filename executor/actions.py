@@ -413,13 +413,14 @@ async def updates(context: ActionContext, call: Call) -> Result:
     _guard(context, call, "updates")
     if context.updates is None:
         raise Unavailable("Docker is not configured on this executor")
-    visible = lambda name: container_visible(context.policy, name)  # noqa: E731
+    # Labels too: a container allowed by its Compose stack (stack:<project>) is watched as well.
+    visible: Visible = lambda name, labels: container_visible(context.policy, name, labels)  # noqa: E731
     wanted = call.args.get("id")
     if wanted is not None:
         if not isinstance(wanted, str) or not _UPDATE_ID.fullmatch(wanted):
             raise Refused("args.id must be an update's id: 12 lower-case hex digits")
         found = await context.updates.get(wanted)
-        if found is None or not visible(found.update.target):
+        if found is None or not visible(found.update.target, await container_labels(context, found.update.target)):
             raise Refused(f"no update {wanted} is known; run /updates again")
         data = {"updates": [found.update.as_json()], "problems": [], "checked": 0, "state": found.state}
         return Result(f"update {wanted}: {found.update.target} to {found.update.new_tag} ({found.state})", data)

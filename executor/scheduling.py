@@ -38,7 +38,7 @@ def job_context(executor: Executor, engine: AsyncEngine, config: ScheduleConfig)
         if executor.updates is None:
             return JobResult(OK, "no update check: Docker is not configured")
         report, new = await executor.updates.announce(
-            lambda name: container_visible(executor.policy, name), now.timestamp()
+            lambda name, labels: container_visible(executor.policy, name, labels), now.timestamp()
         )
         params = {
             "checked": report.checked, "found": len(report.updates), "announced": [u.id for u in new],

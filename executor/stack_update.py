@@ -75,7 +75,7 @@ async def plan_update(deployer: Deployer, updates: UpdateWatch, project: str, no
     """The stack's updates, in dependency order, each bound to its image; Refused when there are none."""
     stack = await read_stack(deployer.driver, project)
     members = {m.name: service for service, found in stack.services.items() for m in found}
-    report = await updates.check(lambda name: name in members, now)
+    report = await updates.check(lambda name, labels: name in members, now)
     by_container: dict[str, Any] = {}
     for update in report.updates:
         # One update per container: the newest tag the check offers (it sorts them by tag).

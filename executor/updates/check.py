@@ -37,7 +37,7 @@ from docker.api.client import APIClient
 from docker.errors import APIError, NotFound
 
 from executor.deployments import DeploymentStore
-from executor.docker_driver import DockerDriver, explain_api_error, parse_aside_name
+from executor.docker_driver import DockerDriver, Visible, explain_api_error, parse_aside_name
 from executor.errors import ActionError
 from executor.updates.credentials import RegistryCredentials
 from executor.updates.registry import (
@@ -137,7 +137,7 @@ class UpdateCheck:
         self.deployments = deployments
         self.client = client
 
-    async def run(self, visible: Callable[[str], bool]) -> CheckReport:
+    async def run(self, visible: Visible) -> CheckReport:
         report = CheckReport()
         credentials = await asyncio.to_thread(self.credentials)  # read fresh every check
         if credentials.problem:
@@ -160,7 +160,7 @@ class UpdateCheck:
 
     # -- the containers ----------------------------------------------------------------------
 
-    async def _containers(self, visible: Callable[[str], bool], report: CheckReport) -> list[Watched]:
+    async def _containers(self, visible: Visible, report: CheckReport) -> list[Watched]:
         found = await self.driver.run(lambda api: _inspect_visible(api, visible))
         report.present = {entry[0] for entry in found}
         watched: list[Watched] = []
@@ -300,14 +300,15 @@ def _engine_problem(registry: str, exc: APIError) -> RegistryProblem:
     return RegistryProblem(registry, BAD_ANSWER, text[:200])
 
 
-def _inspect_visible(api: APIClient, visible: Callable[[str], bool]) -> list[tuple[str, str, dict[str, str], str, list[str]]]:
+def _inspect_visible(api: APIClient, visible: Visible) -> list[tuple[str, str, dict[str, str], str, list[str]]]:
     """(name, image as configured, labels, image id, repo digests) of every visible container; in a worker."""
     found = []
     images: dict[str, list[str]] = {}
     for entry in api.containers(all=True):
         names = [n.lstrip("/") for n in entry.get("Names") or []]
         name = next((n for n in names if "/" not in n), None)
-        if name is None or parse_aside_name(name) is not None or not visible(name):
+        listed = {str(k): str(v) for k, v in (entry.get("Labels") or {}).items()}
+        if name is None or parse_aside_name(name) is not None or not visible(name, listed):
             continue  # an old container a deploy set aside is not a service of its own
         try:
             info = api.inspect_container(entry["Id"])

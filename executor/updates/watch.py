@@ -12,10 +12,10 @@ registry problem posts nothing. Each announcement is an audit entry
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from audit import AuditStore
+from executor.docker_driver import Visible
 from executor.outbox import Outbox
 from executor.updates.check import CheckReport, Update, UpdateCheck
 from executor.updates.store import StoredUpdate, UpdateStore
@@ -31,13 +31,13 @@ class UpdateWatch:
         self.outbox = outbox
         self._last_problems: set[str] = set()  # whose problems the last announcement told
 
-    async def check(self, visible: Callable[[str], bool], now: float) -> CheckReport:
+    async def check(self, visible: Visible, now: float) -> CheckReport:
         """Every update available now for the containers ``visible`` admits (stored as found)."""
         report = await self.checker.run(visible)
         await self.store.record(report.updates, report.watched, now, present=report.present)
         return report
 
-    async def announce(self, visible: Callable[[str], bool], now: float) -> tuple[CheckReport, list[Update]]:
+    async def announce(self, visible: Visible, now: float) -> tuple[CheckReport, list[Update]]:
         """The scheduled check: post what was not announced before; (the whole report, what was announced)."""
         report = await self.checker.run(visible)
         stored = await self.store.record(report.updates, report.watched, now, present=report.present)

@@ -22,7 +22,7 @@ from tests.docker.engine import Resources
 from tests.docker.images import BuiltImages
 from tests.docker.registry import Registry
 from tests.docker.test_executor_actions import finished
-from tests.harness import APPROVER, OPERATOR, Harness
+from tests.harness import APPROVER, OPERATOR, VIEWER, Harness
 
 
 @pytest.fixture
@@ -50,6 +50,11 @@ async def test_the_second_service_failing_puts_both_back_and_the_message_names_b
         container_allowlist=[f"stack:{stack.project}"], update_check_at="off", deploy_timeout_seconds=20
     )
     client = harness.client()
+    # /updates sees the containers the stack: entry allows (by their labels), not only names.
+    listed = await client.call(VIEWER, "updates")
+    assert listed.status == "done", listed
+    names = {engine.inspect_container(stack.container(s))["Name"].lstrip("/") for s in ("db", "app")}
+    assert {u["target"] for u in listed.result["updates"]} == names
 
     asked = await client.call(OPERATOR, "update", {"target": stack.project})
     assert asked.status == "pending", asked
