@@ -39,7 +39,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit import AuditStore
 from executor.deployments import DeploymentStore
-from executor.docker_driver import DockerDriver, health_of, parse_aside_name, parse_docker_time
+from executor.docker_driver import DockerDriver, Visible, health_of, parse_aside_name, parse_docker_time
 from executor.engine_events import EngineEvents, Signal
 from executor.errors import ActionError
 from executor.outbox import Outbox
@@ -211,7 +211,7 @@ class Alerts:
         store: IncidentStore,
         outbox: Outbox,
         audit: AuditStore,
-        visible: Callable[[str], bool],
+        visible: Visible,
         deployments: DeploymentStore | None = None,
         clock: Callable[[], float] = time.time,
         timing: Timing | None = None,
@@ -296,7 +296,7 @@ class Alerts:
         actor = event.get("Actor") or {}
         attributes = actor.get("Attributes") or {}
         name, action, container_id = str(attributes.get("name", "")), str(event.get("Action", "")), str(actor.get("ID", ""))
-        if not self._shown(name):
+        if not self._shown(name, attributes):  # an event's attributes carry the container's labels
             return
         when = int(event.get("timeNano") or 0) / 1e9 or self.clock()
         try:
@@ -337,8 +337,8 @@ class Alerts:
         self._side.add(task)
         task.add_done_callback(self._side.discard)
 
-    def _shown(self, name: str) -> bool:
-        return bool(name) and container_name_problem(name) is None and parse_aside_name(name) is None and self.visible(name)
+    def _shown(self, name: str, labels: Mapping[str, str] | None) -> bool:
+        return bool(name) and container_name_problem(name) is None and parse_aside_name(name) is None and self.visible(name, labels)
 
     async def _compare(self) -> None:
         """On (re)connection: what changed while nobody watched, as the events would have told."""
@@ -359,15 +359,15 @@ class Alerts:
         self._known = {name: seen_of(info) for name, info in current.items()}
 
     async def _look_all(self) -> dict[str, dict[str, Any]]:
-        def listing(api: APIClient) -> list[tuple[str, str]]:
+        def listing(api: APIClient) -> list[tuple[str, str, dict[str, str]]]:
             found = []
             for entry in api.containers(all=True):
                 names = [n.lstrip("/") for n in entry.get("Names") or [] if n.count("/") == 1]
                 if names:
-                    found.append((names[0], str(entry["Id"])))
+                    found.append((names[0], str(entry["Id"]), {str(k): str(v) for k, v in (entry.get("Labels") or {}).items()}))
             return found
 
-        wanted = [(name, cid) for name, cid in await self.driver.run(listing) if self._shown(name)]
+        wanted = [(name, cid) for name, cid, labels in await self.driver.run(listing) if self._shown(name, labels)]
 
         def inspect_all(api: APIClient) -> dict[str, dict[str, Any]]:
             out = {}

@@ -350,7 +350,7 @@ class Daemon:
             executor = self.executor
             self.alerts = Alerts(
                 driver=self._docker, store=IncidentStore(self._engine), outbox=executor.outbox, audit=self._audit,
-                visible=lambda name: container_visible(executor.policy, name), deployments=deployer.store,
+                visible=lambda name, labels: container_visible(executor.policy, name, labels), deployments=deployer.store,
             )  # fmt: skip
             await self.alerts.start()
         if proxmox is not None:

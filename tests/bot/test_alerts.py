@@ -265,3 +265,16 @@ async def test_a_death_while_the_engine_was_down_is_reported_after_reconnection(
     alert = await alert_saying(world, "victim", "victim exited (137)", timeout=60)
     assert alerts.connections >= 2
     assert "🔄 Restart" in [b["text"] for b in alert.buttons]
+
+
+async def test_a_container_allowed_by_its_stack_alerts_too(make_world: Any, resources: Resources, images: BuiltImages, engine: APIClient) -> None:
+    """`stack:<project>` allows a container by its Compose labels: the watcher reads them from the event."""
+    project = resources.prefix.replace("-", "")
+    world = await make_world(container_allowlist=[f"stack:{project}"])
+    alerts = world.harness.daemon.alerts
+    alerts.timing = FAST
+    await world.double.wait_for(lambda: alerts.connections >= 1 or None, timeout=30, what="the alert watcher following the engine")
+    name = resources.name("db")
+    labels = {"com.docker.compose.project": project, "com.docker.compose.service": "db"}
+    resources.container(images.ref("nohc"), "db", command=CRASH_ONCE, labels=labels, host_config=offline(engine))
+    await alert_saying(world, name, f"{name} exited (3)")
