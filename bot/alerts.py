@@ -22,7 +22,7 @@ from aiogram import Bot, Router
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.fleet import Fleet
+from bot.fleet import GONE_HOST, Fleet
 from bot.formatting import code, esc, reply_text
 from bot.handlers import send_text
 from bot.people import display_name
@@ -113,9 +113,9 @@ def build_router() -> Router:
         if action is None:
             await query.answer("This button is not understood.", show_alert=True)
             return
-        host = fleet.get(callback_data.host) if callback_data.host else fleet.only
+        host = fleet.of_button(callback_data.host)
         if host is None:
-            await query.answer("This button is for an executor this bot no longer serves.", show_alert=True)
+            await query.answer(GONE_HOST, show_alert=True)
             return
         args: dict[str, Any] = {"target": callback_data.target}
         if action == "logs":

@@ -19,7 +19,7 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot.fleet import Fleet
+from bot.fleet import GONE_HOST, Fleet
 from bot.formatting import host_header, reply_text
 from bot.people import display_name
 from executor.client import ExecutorUnreachable
@@ -70,9 +70,9 @@ def build_router() -> Router:
         if callback_data.way not in ("o", "n") or not isinstance(message, Message):
             await query.answer("This button is not understood.", show_alert=True)
             return
-        host = fleet.get(callback_data.host) if callback_data.host else fleet.only
+        host = fleet.of_button(callback_data.host)
         if host is None:
-            await query.answer("This button is for an executor this bot does not serve now.", show_alert=True)
+            await query.answer(GONE_HOST, show_alert=True)
             return
         args = {"n": callback_data.n, "before" if callback_data.way == "o" else "after": callback_data.seq}
         chat = {"chat_id": message.chat.id, "private": message.chat.type == "private", "message_id": message.message_id}

@@ -31,6 +31,7 @@ from executor.client import ExecutorClient, ExecutorUnreachable, Reply
 log = logging.getLogger("wingman.bot")
 
 HOST_TIMEOUT = 4.0  # a host that takes longer in a fan-out is shown as not answering
+GONE_HOST = "This button is for an executor this bot no longer serves."
 REQUEST_TIMEOUT = 60.0  # one host's action (a deploy waits for its health gate in the background)
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -131,6 +132,11 @@ class Fleet:
             if only.label == name:
                 return only
         return host
+
+    def of_button(self, name: str) -> Host | None:
+        """The host a button's data names (empty: a button from a single-host bot, which is
+        the only host's); None when this bot no longer serves it (say :data:`GONE_HOST`)."""
+        return self.get(name) if name else self.only
 
     @property
     def only(self) -> Host | None:

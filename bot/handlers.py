@@ -31,7 +31,7 @@ from aiogram.types import (
 
 from bot import audit_pages
 from bot.formatting import as_plain, code, esc, fits, reply_text
-from bot.fleet import Fleet, Host
+from bot.fleet import GONE_HOST, Fleet, Host
 from bot.log_files import send_log_file
 from bot.people import display_name
 from bot.formatting import HostReply, grouped_text, host_header, hosts_text, on_host
@@ -349,7 +349,7 @@ def build_router() -> Router:
             return
         host = fleet.get(callback_data.host)
         if host is None:
-            await query.answer("This bot no longer serves that host.", show_alert=True)
+            await query.answer(GONE_HOST, show_alert=True)
             return
         try:
             parsed = parse(*command_of(original.text))
@@ -373,9 +373,9 @@ def build_router() -> Router:
             await query.answer("This button is not understood.", show_alert=True)
             return
         chat = {"chat_id": query.message.chat.id if query.message else None, "private": False}
-        host = fleet.get(callback_data.host) if callback_data.host else fleet.only
+        host = fleet.of_button(callback_data.host)
         if host is None:  # a host no longer served, or a button from before there were several
-            await query.answer("This button is for an executor this bot does not serve now; see /pending.", show_alert=True)
+            await query.answer(GONE_HOST + " See /pending.", show_alert=True)
             return
         try:
             reply = await fleet.call(

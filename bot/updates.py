@@ -38,7 +38,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot.fleet import Fleet
+from bot.fleet import GONE_HOST, Fleet
 from bot.formatting import esc, fits, reply_text, short_digest
 from bot.handlers import UNREACHABLE, chat_context, send_text
 from bot.people import display_name
@@ -192,9 +192,9 @@ def build_updates_router(clock: Clock = time.time) -> Router:
 
     @router.callback_query(DeployButton.filter())
     async def on_deploy(query: CallbackQuery, callback_data: DeployButton, fleet: Fleet, bot: Bot) -> None:
-        host = fleet.get(callback_data.host) if callback_data.host else fleet.only
+        host = fleet.of_button(callback_data.host)
         if host is None:
-            await query.answer("This button is for an executor this bot no longer serves.", show_alert=True)
+            await query.answer(GONE_HOST, show_alert=True)
             return
         message = query.message if isinstance(query.message, Message) else None
         chat: dict[str, Any] = {"chat_id": message.chat.id, "private": message.chat.type == "private"} if message else {}
