@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit.verify import VerifyReport
+from executor.actions import container_labels
 from executor.retention import prune_operational
 from executor.service import Executor
 from policy import container_visible
@@ -52,11 +53,14 @@ def job_context(executor: Executor, engine: AsyncEngine, config: ScheduleConfig)
     async def pending_updates() -> list[dict[str, Any]]:
         if executor.updates is None:
             return []
-        return [
-            {**stored.update.as_json(), "announced_at": int(stored.announced_at or 0)}
-            for stored in await executor.updates.pending()
-            if container_visible(executor.policy, stored.update.target)  # the allowlist may have narrowed since
-        ]
+        context = executor.action_context()
+        recalled = []
+        for stored in await executor.updates.pending():
+            target = stored.update.target
+            # The allowlist may have narrowed since; a stack: entry allows by the container's labels.
+            if container_visible(executor.policy, target, await container_labels(context, target)):
+                recalled.append({**stored.update.as_json(), "announced_at": int(stored.announced_at or 0)})
+        return recalled
 
     return JobContext(
         audit=executor.audit,

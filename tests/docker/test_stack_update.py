@@ -55,6 +55,10 @@ async def test_the_second_service_failing_puts_both_back_and_the_message_names_b
     assert listed.status == "done", listed
     names = {engine.inspect_container(stack.container(s))["Name"].lstrip("/") for s in ("db", "app")}
     assert {u["target"] for u in listed.result["updates"]} == names
+    # Announced by the scheduled check and not deployed: the weekly recall keeps them too,
+    # though no entry names them (only their stack's labels allow them).
+    assert await harness.daemon.scheduler.run_job("updates") is not None
+    assert {u["target"] for u in await harness.daemon.scheduler.context.pending_updates()} == names
 
     asked = await client.call(OPERATOR, "update", {"target": stack.project})
     assert asked.status == "pending", asked
