@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from tests.docker.engine import free_port
 from tests.docker.registry import Registry
@@ -57,7 +58,9 @@ class RateLimitingFront:
             body = {"errors": [{"code": "TOOMANYREQUESTS", "message": "You have reached your pull rate limit."}]}
             return web.json_response(body, status=429, headers={"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "0;w=21600"})
         assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-length", "transfer-encoding")}
+        # Every header as sent, repeated ones too: the engine sends one Accept per manifest type,
+        # and a registry that sees only one may answer "manifest unknown".
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in ("content-length", "transfer-encoding"))
         async with self._session.request(
             request.method, f"http://{self.behind.host}{request.path_qs}", headers=headers, data=await request.read(),
             allow_redirects=False,
