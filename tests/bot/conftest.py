@@ -56,16 +56,22 @@ class World:
         )
 
 
+async def team_double() -> TelegramDouble:
+    """The Bot API double with the team chat and every test user in it."""
+    double = await TelegramDouble(DEFAULT_TOKEN).start()
+    double.add_chat(TEAM, chat_type="supergroup", title="ops")
+    for user in USERS:
+        double.add_user(user, first_name=f"user{user}")
+    return double
+
+
 @pytest.fixture
 async def make_world(make_harness: Callable[..., Awaitable[Harness]], tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[World]]]:
     made: list[World] = []
 
     async def make(bot: dict[str, Any] | None = None, **executor_settings: Any) -> World:
         harness = await make_harness(**{"container_allowlist": ["web", "app-*"], **executor_settings})
-        double = await TelegramDouble(DEFAULT_TOKEN).start()
-        double.add_chat(TEAM, chat_type="supergroup", title="ops")
-        for user in USERS:
-            double.add_user(user, first_name=f"user{user}")
+        double = await team_double()
         settings = BotSettings(
             _env_file=None,
             telegram_bot_token=double.token,
@@ -111,10 +117,7 @@ async def make_fleet(make_host: Callable[..., Awaitable[Harness]], tmp_path: Pat
     async def make(hosts: dict[str, dict[str, Any]], *, extra: dict[str, Path] | None = None) -> FleetWorld:
         """A bot serving executors ``hosts`` (name: settings), and ``extra`` sockets by name."""
         harnesses = {name: await make_host(name, **{"container_allowlist": ["web", "app-*"], **settings}) for name, settings in hosts.items()}
-        double = await TelegramDouble(DEFAULT_TOKEN).start()
-        double.add_chat(TEAM, chat_type="supergroup", title="ops")
-        for user in USERS:
-            double.add_user(user, first_name=f"user{user}")
+        double = await team_double()
         settings = BotSettings(
             _env_file=None,
             telegram_bot_token=double.token,
